@@ -1,0 +1,130 @@
+//! The composition root: the only place that names concrete brokers and authenticators,
+//! builds them from configuration, and runs the services in the shutdown order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{ApiKeys, Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
+use crate::broker::MemoryBroker;
+use crate::config::Config;
+use crate::hub::{ConnectionRegistry, Hub, TopicRegistry};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+/// Why the gateway could not be built from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration failed validation.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The JWT public key could not be loaded.
+    #[error("invalid setting auth.jwt_public_key_file (SIGNALBOX_JWT_PUBLIC_KEY_FILE): {0}")]
+    JwtKey(#[from] JwtKeyError),
+}
+
+/// A gateway built from configuration, not yet serving.
+pub struct Gateway {
+    state: AppState,
+}
+
+impl Gateway {
+    /// Validates `config` and builds every component. Nothing is bound or started.
+    pub fn build(config: Config) -> Result<Self, BuildError> {
+        config.validate()?;
+        let metrics = Metrics::new();
+        let authenticator: Arc<dyn Authenticator> =
+            if config.auth.jwt_secret.is_some() || config.auth.jwt_public_key_file.is_some() {
+                Arc::new(JwtAuthenticator::from_config(&config.auth)?)
+            } else {
+                Arc::new(NoTokens)
+            };
+        let limits = &config.limits;
+        let topics = Arc::new(TopicRegistry::new(limits.max_subscriptions, metrics.clone()));
+        let connections = Arc::new(ConnectionRegistry::new(limits.max_connections, limits.max_connections_per_ip));
+        let broker = Arc::new(MemoryBroker::new(topics.clone()));
+        let hub = Hub::new(topics, connections, broker, metrics.clone());
+        let api_keys = ApiKeys::new(&config.auth.api_keys);
+        if config.dev {
+            tracing::warn!(
+                "DEVELOPMENT MODE: anonymous clients are allowed, every topic is open and the API needs no key. \
+                 Never run --dev in production."
+            );
+        }
+        let state = AppState::new(config, hub, authenticator, api_keys, metrics, CancellationToken::new());
+        Ok(Self { state })
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then shuts down in order and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let stop_accepting = CancellationToken::new();
+        let app = crate::http_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        // Frames are already coalesced per socket by the writer; Nagle would only add delay.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = {
+            let stop = stop_accepting.clone();
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
+        };
+        let upkeep = {
+            let (metrics, stop) = (state.metrics.clone(), state.shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Metrics::UPKEEP_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = tick.tick() => metrics.run_upkeep(),
+                    }
+                }
+            })
+        };
+        state.mark_started();
+        shutdown.await;
+
+        let grace = state.config.shutdown.grace_period;
+        let deadline = tokio::time::Instant::now() + grace;
+        tracing::info!(connections = state.hub.connections.len(), grace_seconds = grace.as_secs_f64(), "shutting down");
+        state.mark_draining();
+        stop_accepting.cancel();
+        state.shutdown.cancel();
+        state.tasks.close();
+        if timeout(grace, state.tasks.wait()).await.is_err() {
+            tracing::warn!(left = state.hub.connections.len(), "grace period over; dropping the remaining connections");
+        }
+        let result = match tokio::time::timeout_at(deadline, server).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(std::io::Error::other(join)),
+            Err(_) => Ok(()),
+        };
+        upkeep.abort();
+        tracing::info!("shutdown complete");
+        result
+    }
+}
+
+/// Builds a gateway from `config` and serves on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let gateway = Gateway::build(config)?;
+    gateway.serve(listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Who a client is and what it may do.
+//!
+//! This module owns token verification (behind the [`Authenticator`] trait), backend API
+//! keys and topic access rules. It must never hand-roll cryptography (`jsonwebtoken` and
+//! `subtle` do that) and never depends on the transport: callers pass token strings in.
+
+mod acl;
+mod api_key;
+mod jwt;
+
+pub use acl::AccessPolicy;
+pub use api_key::ApiKeys;
+pub use jwt::{JwtAuthenticator, JwtKeyError};
+
+use crate::domain::{TopicPattern, UserId};
+
+/// A verified client identity.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The `sub` claim (or `anonymous` in dev mode).
+    pub user: UserId,
+    /// `role: admin` may subscribe to anything.
+    pub admin: bool,
+    /// The token's `topics` claim.
+    pub topics: Vec<TopicPattern>,
+    /// `exp` as unix seconds; `None` only for dev-mode anonymous connections.
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// The identity dev mode gives to a client without a token.
+    pub fn anonymous() -> Self {
+        Self { user: UserId::new(UserId::ANONYMOUS), admin: false, topics: Vec::new(), expires_at: None }
+    }
+}
+
+/// Why a token was refused. The message is safe to show to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token was presented.
+    #[error("a token is required: pass ?token=… or Authorization: Bearer …")]
+    Missing,
+    /// The token is past its `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Bad signature, algorithm, claims or shape.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Verifies client tokens.
+pub trait Authenticator: Send + Sync + 'static {
+    /// Verifies `token` and returns the identity it carries.
+    fn authenticate(&self, token: &str) -> Result<Identity, AuthError>;
+}
+
+/// Refuses every token: used when no JWT key is configured (API-key-only servers).
+#[derive(Debug, Default)]
+pub struct NoTokens;
+
+impl Authenticator for NoTokens {
+    fn authenticate(&self, _token: &str) -> Result<Identity, AuthError> {
+        Err(AuthError::Invalid("this server has no JWT key configured".into()))
+    }
+}

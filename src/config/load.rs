@@ -1,0 +1,173 @@
+//! Layering: defaults < TOML file < environment < flags.
+
+use std::path::{Path, PathBuf};
+
+use super::{Config, ConfigError, Environment, LogFormat};
+
+/// Settings given as command-line flags (they win over everything else).
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--dev`.
+    pub dev: bool,
+}
+
+/// Where configuration comes from.
+pub struct ConfigSources<'a> {
+    /// `--config FILE` (falls back to `SIGNALBOX_CONFIG`).
+    pub config_file: Option<PathBuf>,
+    /// The environment.
+    pub env: &'a dyn Environment,
+    /// Command-line flags.
+    pub flags: FlagOverrides,
+}
+
+impl Config {
+    /// Builds and validates the configuration from all sources.
+    pub fn load(sources: &ConfigSources<'_>) -> Result<Self, ConfigError> {
+        let file = sources.config_file.clone().or_else(|| sources.env.var("SIGNALBOX_CONFIG").map(PathBuf::from));
+        let mut config = match file {
+            Some(path) => Self::from_file(&path)?,
+            None => Self::default(),
+        };
+        config.apply_env(sources.env)?;
+        if let Some(listen) = &sources.flags.listen {
+            config.listen.clone_from(listen);
+        }
+        if sources.flags.dev {
+            config.dev = true;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file (unknown keys are errors).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    fn apply_env(&mut self, env: &dyn Environment) -> Result<(), ConfigError> {
+        if let Some(v) = env.var("SIGNALBOX_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = env.var("SIGNALBOX_DEV") {
+            self.dev = parse_bool(&v).ok_or_else(|| {
+                ConfigError::invalid("dev (SIGNALBOX_DEV)", format!("expected 1/0/true/false, got {v:?}"))
+            })?;
+        }
+        if let Some(v) = env.var("SIGNALBOX_JWT_SECRET") {
+            self.auth.jwt_secret = Some(v);
+        }
+        if let Some(v) = env.var("SIGNALBOX_JWT_PUBLIC_KEY_FILE") {
+            self.auth.jwt_public_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env.var("SIGNALBOX_JWT_ISSUER") {
+            self.auth.jwt_issuer = Some(v);
+        }
+        if let Some(v) = env.var("SIGNALBOX_JWT_AUDIENCE") {
+            self.auth.jwt_audience = Some(v);
+        }
+        if let Some(v) = env.var("SIGNALBOX_API_KEYS") {
+            self.auth.api_keys = split_list(&v);
+        }
+        if let Some(v) = env.var("SIGNALBOX_BROKER") {
+            self.broker = v;
+        }
+        if let Some(v) = env.var("SIGNALBOX_ALLOWED_ORIGINS") {
+            self.allowed_origins = split_list(&v);
+        }
+        if let Some(v) = env.var("SIGNALBOX_LOG") {
+            self.log.level = v;
+        }
+        if let Some(v) = env.var("SIGNALBOX_LOG_FORMAT") {
+            self.log.format = match v.as_str() {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                other => {
+                    return Err(ConfigError::invalid(
+                        "log.format (SIGNALBOX_LOG_FORMAT)",
+                        format!("expected `json` or `text`, got {other:?}"),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+fn split_list(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn layers_toml_then_env_then_flags() {
+        let mut file = tempfile();
+        writeln!(
+            file.1,
+            "listen = \"127.0.0.1:1\"\ndev = true\n[auth]\napi_keys = [\"file-key-1\"]\n[limits]\nrate_burst = 7"
+        )
+        .unwrap();
+        let e = env(&[("SIGNALBOX_LISTEN", "127.0.0.1:2"), ("SIGNALBOX_API_KEYS", "key-aaaa, key-bbbb,,key-cccc")]);
+        let sources = ConfigSources { config_file: Some(file.0.clone()), env: &e, flags: FlagOverrides::default() };
+        let c = Config::load(&sources).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.auth.api_keys, ["key-aaaa", "key-bbbb", "key-cccc"]);
+        assert_eq!(c.limits.rate_burst, 7);
+        let flags = FlagOverrides { listen: Some("127.0.0.1:3".into()), dev: false };
+        let c = Config::load(&ConfigSources { flags, ..sources }).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3");
+        assert!(c.dev, "a flag that is absent does not undo the file's setting");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = Config::from_toml("[limits]\nmax_mesage_size = 1").unwrap_err();
+        assert!(err.contains("max_mesage_size"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let e = env(&[("SIGNALBOX_DEV", "maybe")]);
+        let sources = ConfigSources { config_file: None, env: &e, flags: FlagOverrides::default() };
+        let err = Config::load(&sources).unwrap_err().to_string();
+        assert!(err.contains("SIGNALBOX_DEV"), "{err}");
+    }
+
+    #[test]
+    fn default_config_text_is_the_default() {
+        assert_eq!(Config::from_toml(super::super::DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+    }
+
+    fn tempfile() -> (PathBuf, std::fs::File) {
+        let path = std::env::temp_dir().join(format!("signalbox-test-{}.toml", rand::random::<u64>()));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+}

@@ -1,0 +1,291 @@
+//! One typed configuration tree: built-in defaults < TOML file < environment < flags.
+//!
+//! This module owns every setting's name, default and validation. It must never bind a
+//! port or open a connection: `validate()` runs before anything is started, and its
+//! errors name the setting at fault so `serve` can exit with code 2 and a useful message.
+
+mod env;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use env::{Environment, ProcessEnvironment};
+pub use load::{ConfigSources, FlagOverrides};
+
+/// The commented TOML printed by `signalbox default-config`; a test keeps it equal to
+/// [`Config::default`].
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
+
+/// A configuration problem, naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A setting has an invalid value.
+    #[error("invalid setting {setting}: {message}")]
+    Invalid {
+        /// The setting, as TOML path and, where one exists, environment variable.
+        setting: String,
+        /// What is wrong and what to set.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { setting: setting.into(), message: message.into() }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP + WebSocket address (`SIGNALBOX_LISTEN`, `--listen`).
+    pub listen: String,
+    /// Development mode (`SIGNALBOX_DEV=1`, `--dev`).
+    pub dev: bool,
+    /// `memory` or a `redis://` URL (`SIGNALBOX_BROKER`).
+    pub broker: String,
+    /// Origins allowed to open a WebSocket; empty = any (`SIGNALBOX_ALLOWED_ORIGINS`).
+    pub allowed_origins: Vec<String>,
+    /// Client tokens and backend API keys.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Resource limits.
+    pub limits: LimitsConfig,
+    /// WebSocket heartbeat and close handshake.
+    pub websocket: WebSocketConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Per-namespace policy (`[namespaces.project]`).
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            dev: false,
+            broker: "memory".into(),
+            allowed_origins: Vec::new(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            limits: LimitsConfig::default(),
+            websocket: WebSocketConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The policy of `namespace`, or the defaults when it is not configured.
+    pub fn namespace(&self, namespace: &str) -> NamespaceConfig {
+        self.namespaces.get(namespace).cloned().unwrap_or_default()
+    }
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret (`SIGNALBOX_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS256/ES256 (`SIGNALBOX_JWT_PUBLIC_KEY_FILE`).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` (`SIGNALBOX_JWT_ISSUER`).
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` (`SIGNALBOX_JWT_AUDIENCE`).
+    pub jwt_audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`.
+    #[serde(with = "humantime_serde")]
+    pub jwt_leeway: Duration,
+    /// Bearer keys for `/api/*` (`SIGNALBOX_API_KEYS`, comma-separated).
+    pub api_keys: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::ZERO,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter directive, e.g. `info` or `signalbox=debug` (`SIGNALBOX_LOG`).
+    pub level: String,
+    /// `json` or `text` (`SIGNALBOX_LOG_FORMAT`).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Json }
+    }
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client message accepted, in bytes; larger gets `PAYLOAD_TOO_LARGE`, and more
+    /// than twice this closes the connection with 1009.
+    pub max_message_size: usize,
+    /// Sustained client messages per second per connection.
+    pub rate_per_second: u32,
+    /// Token bucket size (burst) per connection.
+    pub rate_burst: u32,
+    /// Topics one connection may hold, the automatic ones included.
+    pub max_subscriptions: usize,
+    /// Connections in all.
+    pub max_connections: usize,
+    /// Connections per client IP.
+    pub max_connections_per_ip: usize,
+    /// Frames queued for one connection before it is cut as a slow consumer (4008).
+    pub send_queue_events: usize,
+    /// Bytes queued for one connection before it is cut as a slow consumer (4008).
+    pub send_queue_bytes: usize,
+    /// Largest backend API request body, in bytes.
+    pub max_api_body_size: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            rate_per_second: 50,
+            rate_burst: 100,
+            max_subscriptions: 1000,
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            send_queue_events: 1024,
+            send_queue_bytes: 8 * 1024 * 1024,
+            max_api_body_size: 1024 * 1024,
+        }
+    }
+}
+
+/// WebSocket heartbeat and close handshake.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// How often the server pings each client.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long a client may take to answer a ping before it is dropped.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// How long the server waits for the client's close reply.
+    #[serde(with = "humantime_serde")]
+    pub close_timeout: Duration,
+    /// Per-connection read buffer, bytes (small: it is paid once per connection).
+    pub read_buffer_size: usize,
+    /// Bytes gathered before a write syscall; frames queued together go out in one write.
+    pub write_buffer_size: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(10),
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Deadline for closing connections and flushing after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_period: Duration::from_secs(10) }
+    }
+}
+
+/// Who may subscribe to a namespace's topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscribePolicy {
+    /// A pattern in the token's `topics` claim must match.
+    #[default]
+    Token,
+    /// Any authenticated user.
+    Authenticated,
+    /// Only the user whose id is the topic's id (`ns:<sub>`).
+    Owner,
+}
+
+/// Policy of one namespace.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Who may subscribe.
+    pub subscribe: SubscribePolicy,
+    /// Whether clients may publish into it.
+    pub client_publish: bool,
+    /// Events kept for resume; 0 = none.
+    pub history_size: usize,
+    /// How long events stay in history.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        Self {
+            subscribe: SubscribePolicy::Token,
+            client_publish: false,
+            history_size: 100,
+            history_ttl: Duration::from_secs(600),
+        }
+    }
+}

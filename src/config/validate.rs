@@ -1,0 +1,145 @@
+//! Checks run before any port is bound; each error names its setting.
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Rejects invalid or unsafe settings. Outside dev mode a server needs at least one
+    /// credential (a JWT key or an API key), or it would either accept nobody or everybody.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::invalid(
+                "listen (SIGNALBOX_LISTEN, --listen)",
+                format!("{:?} is not an ip:port address: {e}", self.listen),
+            )
+        })?;
+        let auth = &self.auth;
+        let has_jwt = auth.jwt_secret.is_some() || auth.jwt_public_key_file.is_some();
+        if !self.dev && !has_jwt && auth.api_keys.is_empty() {
+            return Err(ConfigError::invalid(
+                "auth",
+                "no credentials configured: set SIGNALBOX_JWT_SECRET (or SIGNALBOX_JWT_PUBLIC_KEY_FILE) for client \
+                 tokens and SIGNALBOX_API_KEYS for the backend API, or run with --dev for local development",
+            ));
+        }
+        if let Some(secret) = &auth.jwt_secret
+            && secret.len() < 16
+            && !self.dev
+        {
+            return Err(ConfigError::invalid(
+                "auth.jwt_secret (SIGNALBOX_JWT_SECRET)",
+                "must be at least 16 bytes; use a long random string",
+            ));
+        }
+        if auth.api_keys.iter().any(|k| k.len() < 8) {
+            return Err(ConfigError::invalid(
+                "auth.api_keys (SIGNALBOX_API_KEYS)",
+                "every API key must be at least 8 characters",
+            ));
+        }
+        if self.broker != "memory" {
+            let message = if self.broker.starts_with("redis://") || self.broker.starts_with("rediss://") {
+                "the Redis broker is not available in this version yet; use `memory`"
+            } else {
+                "expected `memory` or a redis:// URL"
+            };
+            return Err(ConfigError::invalid("broker (SIGNALBOX_BROKER)", message));
+        }
+        for origin in &self.allowed_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(ConfigError::invalid(
+                    "allowed_origins (SIGNALBOX_ALLOWED_ORIGINS)",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::invalid("log.level (SIGNALBOX_LOG)", e.to_string()))?;
+        self.validate_limits()?;
+        self.validate_timing()?;
+        for name in self.namespaces.keys() {
+            if name.is_empty() || name.contains(':') || crate::domain::Topic::parse(name).is_err() {
+                return Err(ConfigError::invalid(format!("namespaces.{name}"), "not a valid namespace name"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let at_least = |name: &str, value: usize, min: usize| {
+            if value < min {
+                Err(ConfigError::invalid(format!("limits.{name}"), format!("must be at least {min}, got {value}")))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("max_message_size", l.max_message_size, 256)?;
+        at_least("rate_per_second", l.rate_per_second as usize, 1)?;
+        at_least("rate_burst", l.rate_burst as usize, 1)?;
+        at_least("max_subscriptions", l.max_subscriptions, 2)?;
+        at_least("max_connections", l.max_connections, 1)?;
+        at_least("max_connections_per_ip", l.max_connections_per_ip, 1)?;
+        at_least("send_queue_events", l.send_queue_events, 8)?;
+        at_least("send_queue_bytes", l.send_queue_bytes, 1024)?;
+        at_least("max_api_body_size", l.max_api_body_size, 1024)?;
+        if l.max_message_size > 16 * 1024 * 1024 {
+            return Err(ConfigError::invalid("limits.max_message_size", "must be at most 16 MiB"));
+        }
+        Ok(())
+    }
+
+    fn validate_timing(&self) -> Result<(), ConfigError> {
+        let w = &self.websocket;
+        if w.ping_interval.is_zero() || w.pong_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "websocket.ping_interval / websocket.pong_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if w.read_buffer_size < 1024 {
+            return Err(ConfigError::invalid("websocket.read_buffer_size", "must be at least 1024"));
+        }
+        if self.shutdown.grace_period.is_zero() {
+            return Err(ConfigError::invalid("shutdown.grace_period", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(config: &Config) -> String {
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refuses_to_run_without_credentials() {
+        let err = named(&Config::default());
+        assert!(err.contains("SIGNALBOX_JWT_SECRET") && err.contains("--dev"), "{err}");
+        let dev = Config { dev: true, ..Config::default() };
+        assert!(dev.validate().is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let mut c = Config { dev: true, ..Config::default() };
+        c.listen = "nope".into();
+        assert!(named(&c).contains("SIGNALBOX_LISTEN"));
+        let mut c = Config { dev: true, ..Config::default() };
+        c.limits.max_message_size = 1;
+        assert!(named(&c).contains("limits.max_message_size"));
+        let mut c = Config { dev: true, ..Config::default() };
+        c.broker = "kafka://x".into();
+        assert!(named(&c).contains("SIGNALBOX_BROKER"));
+        let mut c = Config { dev: true, ..Config::default() };
+        c.log.level = "[[".into();
+        assert!(named(&c).contains("SIGNALBOX_LOG"));
+        let mut c = Config { dev: true, ..Config::default() };
+        c.allowed_origins = vec!["example.com".into()];
+        assert!(named(&c).contains("SIGNALBOX_ALLOWED_ORIGINS"));
+    }
+}

@@ -1,0 +1,81 @@
+//! Connection and user identifiers.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A connection id, `conn_<unix-ms>_<random>` (SPEC §1).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConnectionId(Arc<str>);
+
+impl ConnectionId {
+    /// Mints a fresh, unguessable id.
+    pub fn generate() -> Self {
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let random: u64 = rand::random();
+        Self(Arc::from(format!("conn_{millis}_{random:016x}")))
+    }
+
+    /// Wraps an id received from outside (e.g. an API path). Unknown ids simply match nothing.
+    pub fn from_external(raw: &str) -> Self {
+        Self(Arc::from(raw))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user id: the `sub` claim of the connection's token, or `anonymous` in dev mode.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct UserId(Arc<str>);
+
+impl UserId {
+    /// The user id dev mode gives to connections without a token.
+    pub const ANONYMOUS: &'static str = "anonymous";
+
+    /// Wraps a subject claim.
+    pub fn new(sub: &str) -> Self {
+        Self(Arc::from(sub))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_id_has_spec_shape() {
+        let id = ConnectionId::generate();
+        let parts: Vec<&str> = id.as_str().split('_').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0], "conn");
+        assert!(parts[1].parse::<u128>().is_ok());
+        assert!(!parts[2].is_empty());
+        assert_ne!(id, ConnectionId::generate());
+    }
+}

@@ -1,0 +1,19 @@
+//! Pure domain types: topics, identities, events, stream positions.
+//!
+//! This module owns the vocabulary every other layer speaks and the parsing that turns
+//! untrusted input into it. It must never depend on tokio, I/O or any transport: values
+//! are validated once at the boundary and are trusted everywhere past it.
+
+mod error_code;
+mod event;
+mod ids;
+mod pattern;
+mod position;
+mod topic;
+
+pub use error_code::ErrorCode;
+pub use event::{Event, EventError, encode_delivery, now_rfc3339};
+pub use ids::{ConnectionId, UserId};
+pub use pattern::TopicPattern;
+pub use position::{Epoch, StreamPosition};
+pub use topic::{Topic, TopicError};

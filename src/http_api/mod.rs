@@ -1,0 +1,72 @@
+//! The HTTP side: backend API (`/api/*`, SPEC §6) and operations (`/health`, `/ready`,
+//! `/metrics`, SPEC §8), plus the router that mounts `/ws`.
+//!
+//! Owns request parsing, API-key checks and the mapping of errors to HTTP statuses. It
+//! reaches topics and connections only through the hub; it must never name a broker.
+
+mod connections;
+mod error;
+mod ops;
+mod publish;
+mod topics;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::state::AppState;
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/publish", post(publish::publish))
+        .route("/broadcast", post(publish::broadcast))
+        .route("/topics/{topic}", get(topics::info))
+        .route("/connections", get(connections::list))
+        .route("/connections/{id}/send", post(connections::send))
+        .route("/connections/{id}", axum::routing::delete(connections::close))
+        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), require_api_key))
+        .layer(middleware::from_fn_with_state(state.clone(), count_errors))
+        .layer(DefaultBodyLimit::max(state.config.limits.max_api_body_size));
+    Router::new()
+        .route("/ws", get(crate::ws::ws_handler))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .nest("/api", api)
+        .with_state(state)
+}
+
+async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(code) = response.extensions().get::<crate::domain::ErrorCode>() {
+        state.metrics.error(*code);
+    }
+    response
+}
+
+async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    if !state.config.dev {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim());
+        match presented {
+            None => return Err(ApiError::Unauthenticated("missing Authorization: Bearer <api key>".into())),
+            Some(key) if !state.api_keys.verify(key) => {
+                return Err(ApiError::Unauthenticated("invalid API key".into()));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(next.run(request).await)
+}

@@ -1,0 +1,83 @@
+//! The hub: who is connected, who holds which topic, and fan-out of published events.
+//!
+//! It owns the topic registry (sharded, one lock per topic, never a global lock on the
+//! fan-out path), the connection registry with admission limits, and each connection's
+//! bounded outbound queue. It must never await a client: delivery is `try_send` into the
+//! queue, and a full queue cuts that connection (4008) instead of slowing anyone else.
+
+mod connections;
+mod outbound;
+mod topics;
+
+use std::sync::Arc;
+
+pub use connections::{Admission, AdmissionError, ConnectionRegistry};
+pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, OutboundReceiver, QueueLimits};
+pub use topics::{SubscribeError, TopicRegistry};
+
+use crate::broker::{Broker, BrokerError};
+use crate::domain::{Event, StreamPosition, Topic};
+use crate::metrics::Metrics;
+
+/// Text of one frame, shared by every subscriber it goes to (a reference-counted buffer:
+/// cloning it does not allocate). This is the type the socket writer takes as is, so a
+/// frame is neither copied nor re-validated per delivery.
+pub type FrameText = axum::extract::ws::Utf8Bytes;
+
+/// The hub: publish into topics, subscribe connections to them.
+#[derive(Clone)]
+pub struct Hub {
+    /// Topic subscriptions and local fan-out.
+    pub topics: Arc<TopicRegistry>,
+    /// Open connections.
+    pub connections: Arc<ConnectionRegistry>,
+    broker: Arc<dyn Broker>,
+    metrics: Metrics,
+}
+
+impl Hub {
+    /// Assembles the hub around a broker that delivers into `topics`.
+    pub fn new(
+        topics: Arc<TopicRegistry>,
+        connections: Arc<ConnectionRegistry>,
+        broker: Arc<dyn Broker>,
+        metrics: Metrics,
+    ) -> Self {
+        Self { topics, connections, broker, metrics }
+    }
+
+    /// Publishes `event` to `topic`; returns once it has its offset (and, with history,
+    /// is stored). Delivery to local subscribers has happened or is under way.
+    pub async fn publish(&self, topic: &Topic, event: Event) -> Result<StreamPosition, BrokerError> {
+        let position = self.broker.publish(topic, event).await?;
+        self.metrics.events_published.increment(1);
+        Ok(position)
+    }
+
+    /// The topic's last assigned position.
+    pub async fn position(&self, topic: &Topic) -> Result<StreamPosition, BrokerError> {
+        self.broker.position(topic).await
+    }
+
+    /// Subscribes `conn` to `topic`. `reply` builds the frame that must precede the topic's
+    /// events on this connection (e.g. `subscribed`), from the position live delivery
+    /// starts after; it is queued atomically with joining the topic.
+    pub async fn subscribe(
+        &self,
+        conn: &Arc<ConnectionHandle>,
+        topic: &Topic,
+        reply: Option<&(dyn Fn(&StreamPosition) -> FrameText + Sync)>,
+    ) -> Result<StreamPosition, SubscribeError> {
+        self.topics.subscribe(self.broker.as_ref(), conn, topic, reply).await
+    }
+
+    /// Removes `conn` from `topic`; returns whether it was subscribed.
+    pub fn unsubscribe(&self, conn: &Arc<ConnectionHandle>, topic: &Topic) -> bool {
+        self.topics.unsubscribe(conn, topic)
+    }
+
+    /// Whether the broker is reachable (for `/ready`).
+    pub async fn broker_ready(&self) -> bool {
+        self.broker.ping().await.is_ok()
+    }
+}

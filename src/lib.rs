@@ -1,0 +1,42 @@
+//! Signalbox: a self-hosted real-time gateway. Clients hold a WebSocket, subscribe to
+//! topics and receive every event in order; backends publish over HTTP.
+//!
+//! # Layout
+//!
+//! ```text
+//! main.rs        the binary: CLI → config → telemetry → serve; exit codes
+//! cli.rs         command-line flags (serve | token | check-config | default-config)
+//! config/        one typed tree: defaults < TOML < env < flags; validate() before binding
+//! app.rs         composition root: builds broker, hub, auth from config; runs and shuts down
+//! state.rs       what handlers and connection tasks share (trait objects only)
+//! shutdown.rs    signals; the fixed shutdown order
+//! telemetry.rs   JSON/text logs on stderr
+//! metrics.rs     every metric name and label; Prometheus rendering
+//! token.rs       `signalbox token`
+//! domain/        pure types: Topic, ConnectionId, UserId, Event, StreamPosition, ErrorCode
+//! auth/          Authenticator trait + JWT, API keys, topic ACL
+//! broker/        Broker trait (offsets, ordered hand-off to fan-out) + memory broker
+//! hub/           topic registry + fan-out, connection registry + admission, outbound queues
+//! ws/            /ws: upgrade, per-connection reader/writer, protocol frames, close codes
+//! http_api/      /api/* backend API, /health, /ready, /metrics
+//! ```
+//!
+//! Data flow and invariants: see `ARCHITECTURE.md`.
+
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http_api;
+pub mod hub;
+pub mod metrics;
+pub mod shutdown;
+pub mod state;
+pub mod telemetry;
+pub mod token;
+pub mod ws;
+
+pub use app::{BuildError, Gateway, run};
+pub use config::{Config, DEFAULT_CONFIG_TOML};

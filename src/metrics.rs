@@ -1,0 +1,184 @@
+//! Every metric name and label in one place (SPEC §8), rendered in Prometheus text.
+//!
+//! Each gateway owns its own recorder (no process-global state), so several gateways in
+//! one test process keep separate numbers. Labels are bounded sets only (error codes,
+//! close reasons): never a user, topic or connection id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::domain::ErrorCode;
+
+const LATENCY_BUCKETS: &[f64] = &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const DURATION_BUCKETS: &[f64] = &[1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 4.0 * 3600.0, 24.0 * 3600.0];
+
+/// (name, type, help) of every metric, so `/metrics` lists each one even before it has a
+/// sample (e.g. sink metrics on a server without sinks).
+const DESCRIPTIONS: &[(&str, &str, &str)] = &[
+    ("signalbox_connections", "gauge", "Open client connections."),
+    ("signalbox_subscriptions", "gauge", "Topic subscriptions held by open connections."),
+    ("signalbox_messages_received_total", "counter", "Client messages received."),
+    ("signalbox_events_published_total", "counter", "Events published (HTTP API and clients)."),
+    ("signalbox_deliveries_total", "counter", "Event frames written to client sockets."),
+    ("signalbox_delivery_latency_seconds", "histogram", "Publish to written-to-socket latency."),
+    (
+        "signalbox_slow_consumer_disconnects_total",
+        "counter",
+        "Connections closed with 4008 because their send queue overflowed.",
+    ),
+    ("signalbox_sink_messages_total", "counter", "Routed client messages by sink and outcome."),
+    ("signalbox_connection_duration_seconds", "histogram", "How long connections stayed open."),
+    ("signalbox_errors_total", "counter", "Error frames and API errors sent, by code."),
+    ("signalbox_connections_refused_total", "counter", "WebSocket upgrades refused, by reason."),
+];
+
+/// Handles to every metric; cheap to clone, lock-free to update.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Handles>,
+    render: PrometheusHandle,
+}
+
+/// The metric handles.
+pub struct Handles {
+    /// `signalbox_connections`.
+    pub connections: Gauge,
+    /// `signalbox_subscriptions`.
+    pub subscriptions: Gauge,
+    /// `signalbox_messages_received_total`.
+    pub messages_received: Counter,
+    /// `signalbox_events_published_total`.
+    pub events_published: Counter,
+    /// `signalbox_deliveries_total`.
+    pub deliveries: Counter,
+    /// `signalbox_delivery_latency_seconds`.
+    pub delivery_latency: Histogram,
+    /// `signalbox_slow_consumer_disconnects_total`.
+    pub slow_consumer_disconnects: Counter,
+    /// `signalbox_connection_duration_seconds`.
+    pub connection_duration: Histogram,
+    errors: Vec<(ErrorCode, Counter)>,
+    refused: Vec<(&'static str, Counter)>,
+}
+
+impl Handles {
+    /// Counts one error of `code`.
+    pub fn error(&self, code: ErrorCode) {
+        if let Some((_, c)) = self.errors.iter().find(|(k, _)| *k == code) {
+            c.increment(1);
+        }
+    }
+
+    /// Counts one refused upgrade; `reason` is one of the fixed reasons in [`REFUSAL_REASONS`].
+    pub fn refused(&self, reason: &'static str) {
+        if let Some((_, c)) = self.refused.iter().find(|(k, _)| *k == reason) {
+            c.increment(1);
+        }
+    }
+}
+
+/// Reasons an upgrade is refused (the label values of `signalbox_connections_refused_total`).
+pub const REFUSAL_REASONS: &[&str] = &["unauthenticated", "origin", "capacity", "per_ip", "draining"];
+
+impl Metrics {
+    /// Creates a fresh registry with every metric registered at zero.
+    pub fn new() -> Self {
+        let recorder = build_recorder();
+        let meta = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+        let key = |name: &'static str| Key::from_static_name(name);
+        let counter = |name| recorder.register_counter(&key(name), &meta);
+        let labelled = |name: &'static str, label: &'static str, value: &'static str| {
+            recorder.register_counter(&Key::from_parts(name, vec![Label::new(label, value)]), &meta)
+        };
+        let handles = Handles {
+            connections: recorder.register_gauge(&key("signalbox_connections"), &meta),
+            subscriptions: recorder.register_gauge(&key("signalbox_subscriptions"), &meta),
+            messages_received: counter("signalbox_messages_received_total"),
+            events_published: counter("signalbox_events_published_total"),
+            deliveries: counter("signalbox_deliveries_total"),
+            delivery_latency: recorder.register_histogram(&key("signalbox_delivery_latency_seconds"), &meta),
+            slow_consumer_disconnects: counter("signalbox_slow_consumer_disconnects_total"),
+            connection_duration: recorder.register_histogram(&key("signalbox_connection_duration_seconds"), &meta),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|c| (*c, labelled("signalbox_errors_total", "code", c.as_str())))
+                .collect(),
+            refused: REFUSAL_REASONS
+                .iter()
+                .map(|r| (*r, labelled("signalbox_connections_refused_total", "reason", r)))
+                .collect(),
+        };
+        handles.connections.set(0.0);
+        handles.subscriptions.set(0.0);
+        Self { inner: Arc::new(handles), render: recorder.handle() }
+    }
+
+    /// Renders the Prometheus text exposition, listing metrics that have no sample yet
+    /// with their HELP and TYPE lines.
+    pub fn render(&self) -> String {
+        let mut text = self.render.render();
+        for (name, kind, help) in DESCRIPTIONS {
+            if !text.contains(&format!("# TYPE {name} ")) {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
+    }
+
+    /// Drains histogram samples into their buckets. The exporter keeps raw samples until
+    /// this runs, so the composition root calls it on a timer to bound memory.
+    pub fn run_upkeep(&self) {
+        self.render.run_upkeep();
+    }
+
+    /// How often [`Metrics::run_upkeep`] should run.
+    pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Handles;
+    fn deref(&self) -> &Handles {
+        &self.inner
+    }
+}
+
+fn build_recorder() -> PrometheusRecorder {
+    let with_buckets = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("signalbox_delivery_latency_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("signalbox_connection_duration_seconds".into()), DURATION_BUCKETS)
+        });
+    // The bucket lists are non-empty constants, so the fallback (summaries) never runs.
+    let recorder = with_buckets.unwrap_or_else(|_| PrometheusBuilder::new()).build_recorder();
+    for (name, _, help) in DESCRIPTIONS {
+        recorder.describe_counter(metrics::KeyName::from(*name), None, (*help).into());
+    }
+    recorder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_spec_metric() {
+        let m = Metrics::new();
+        m.delivery_latency.record(0.0003);
+        m.error(ErrorCode::Validation);
+        let text = m.render();
+        for (name, _, _) in DESCRIPTIONS {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing:\n{text}");
+        }
+        assert!(text.contains("signalbox_delivery_latency_seconds_bucket"), "{text}");
+        assert!(text.contains("signalbox_errors_total{code=\"VALIDATION_ERROR\"} 1"), "{text}");
+    }
+}

@@ -1,0 +1,97 @@
+//! What request handlers and connection tasks share: built once by the composition root.
+//!
+//! Holds the hub and the auth seams as trait objects, never concrete broker or JWT types.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AccessPolicy, ApiKeys, Authenticator};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// Shared server state (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+/// The shared parts.
+pub struct Shared {
+    /// The validated configuration.
+    pub config: Config,
+    /// Topics, connections, publishing.
+    pub hub: Hub,
+    /// Verifies client tokens.
+    pub authenticator: Arc<dyn Authenticator>,
+    /// Topic access rules.
+    pub policy: AccessPolicy,
+    /// Backend API keys.
+    pub api_keys: ApiKeys,
+    /// Metric handles.
+    pub metrics: Metrics,
+    /// Fires when the server starts shutting down; connection tokens are its children.
+    pub shutdown: CancellationToken,
+    /// Tracks every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    draining: AtomicBool,
+    started: AtomicBool,
+}
+
+impl AppState {
+    /// Bundles the shared parts.
+    pub fn new(
+        config: Config,
+        hub: Hub,
+        authenticator: Arc<dyn Authenticator>,
+        api_keys: ApiKeys,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let policy = AccessPolicy::new(config.dev, config.namespaces.clone());
+        Self {
+            inner: Arc::new(Shared {
+                config,
+                hub,
+                authenticator,
+                policy,
+                api_keys,
+                metrics,
+                shutdown,
+                tasks: TaskTracker::new(),
+                draining: AtomicBool::new(false),
+                started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Marks the server as accepting connections.
+    pub fn mark_started(&self) {
+        self.inner.started.store(true, Ordering::Release);
+    }
+
+    /// Marks the server as draining: `/ready` answers 503 and upgrades are refused.
+    pub fn mark_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the server accepts connections (started and not draining).
+    pub fn is_accepting(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire) && !self.is_draining()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.inner
+    }
+}

@@ -1,0 +1,14 @@
+//! The native WebSocket endpoint (`GET /ws`, SPEC §3).
+//!
+//! Owns the upgrade (authentication, origin, admission), the per-connection reader and
+//! writer, the wire protocol and the close codes. It talks to the hub and the auth
+//! traits only; it must never name a broker, sink or JWT library.
+
+mod close;
+mod connection;
+pub mod protocol;
+mod session;
+mod upgrade;
+
+pub use close::close_code;
+pub use upgrade::ws_handler;

@@ -1,0 +1,407 @@
+//! The native JSON protocol: parsing client frames and building server frames (SPEC §3).
+//!
+//! Parsing turns untrusted text into a [`ClientRequest`] of valid domain values, or a
+//! [`FrameError`] carrying the code and the `requestId` to echo. It never panics on any
+//! input (a property test and a fuzz target hold it to that) and does no I/O.
+
+use serde_json::{Map, Value, json};
+
+use crate::domain::{ErrorCode, Event, Topic, now_rfc3339};
+
+/// A parsed client message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRequest {
+    /// The `requestId` to echo in the reply.
+    pub request_id: Option<String>,
+    /// What to do.
+    pub action: ClientAction,
+}
+
+/// `since` on subscribe: resume after this offset of this epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    /// Last offset the client has.
+    pub offset: u64,
+    /// The epoch that offset belongs to.
+    pub epoch: String,
+}
+
+/// The actions a client can ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientAction {
+    /// `subscribe`.
+    Subscribe {
+        /// The topic (from `topic` or an alias).
+        topic: Topic,
+        /// Resume point.
+        since: Option<Since>,
+    },
+    /// `unsubscribe`.
+    Unsubscribe {
+        /// The topic.
+        topic: Topic,
+    },
+    /// `publish` (where the namespace allows clients to).
+    Publish {
+        /// The topic.
+        topic: Topic,
+        /// The event.
+        event: Event,
+    },
+    /// `request_status`.
+    RequestStatus {
+        /// The topic.
+        topic: Topic,
+    },
+    /// `ping`.
+    Ping,
+    /// `subscriptions`.
+    Subscriptions,
+    /// `refresh`.
+    Refresh {
+        /// The new token.
+        token: String,
+    },
+    /// Any other action: looked up in the routes.
+    Routed {
+        /// The action name.
+        action: String,
+        /// The client's whole message.
+        message: Map<String, Value>,
+    },
+}
+
+/// A message that cannot be acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// The `requestId`, if one could be read.
+    pub request_id: Option<String>,
+    /// The error code.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// Parses one client text frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
+    let fail =
+        |request_id: Option<String>, message: String| FrameError { request_id, code: ErrorCode::Validation, message };
+    let value: Value = serde_json::from_str(text).map_err(|e| fail(None, format!("malformed JSON: {e}")))?;
+    let Value::Object(message) = value else {
+        return Err(fail(None, "a message must be a JSON object".into()));
+    };
+    let request_id = match message.get("requestId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(fail(None, "`requestId` must be a string".into())),
+    };
+    let action = match message.get("action") {
+        Some(Value::String(a)) if !a.is_empty() => a.clone(),
+        Some(_) => return Err(fail(request_id, "`action` must be a non-empty string".into())),
+        None => return Err(fail(request_id, "missing field `action`".into())),
+    };
+    let params = Params(&message);
+    let action = match action.as_str() {
+        "subscribe" => params.subscribe(),
+        "unsubscribe" => params.topic().map(|topic| ClientAction::Unsubscribe { topic }),
+        "publish" => params.publish(),
+        "request_status" => params.topic().map(|topic| ClientAction::RequestStatus { topic }),
+        "ping" => Ok(ClientAction::Ping),
+        "subscriptions" => Ok(ClientAction::Subscriptions),
+        "refresh" => params.string("token").map(|token| ClientAction::Refresh { token }),
+        _ => Ok(ClientAction::Routed { action, message: message.clone() }),
+    }
+    .map_err(|m| fail(request_id.clone(), m))?;
+    Ok(ClientRequest { request_id, action })
+}
+
+/// Parameters looked up at the top level first, then inside `data`.
+struct Params<'a>(&'a Map<String, Value>);
+
+impl Params<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        let found = self.0.get(name).filter(|v| !v.is_null());
+        found.or_else(|| self.0.get("data")?.as_object()?.get(name).filter(|v| !v.is_null()))
+    }
+
+    fn string(&self, name: &str) -> Result<String, String> {
+        match self.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(format!("`{name}` must be a string")),
+            None => Err(format!("missing field `{name}`")),
+        }
+    }
+
+    /// `topic`, or one of the aliases `room`, `project_id`, `job_id`, `agent_id`.
+    fn topic(&self) -> Result<Topic, String> {
+        resolve_topic(|name| self.get(name))
+    }
+
+    fn subscribe(&self) -> Result<ClientAction, String> {
+        let topic = self.topic()?;
+        if self.get("filters").is_some() {
+            return Err("`filters` are not supported by this version of the server".into());
+        }
+        let since = match self.get("since") {
+            None => None,
+            Some(v) => Some(parse_since(v)?),
+        };
+        Ok(ClientAction::Subscribe { topic, since })
+    }
+
+    fn publish(&self) -> Result<ClientAction, String> {
+        let topic = self.topic()?;
+        let event = self.get("event").ok_or("missing field `event`")?;
+        let event = Event::from_value(event.clone()).map_err(|e| e.to_string())?;
+        Ok(ClientAction::Publish { topic, event })
+    }
+}
+
+/// Resolves `topic` or an alias through `get`; shared with the query-string form of
+/// subscribing at connect.
+pub fn resolve_topic<'v>(get: impl Fn(&str) -> Option<&'v Value>) -> Result<Topic, String> {
+    let as_id = |name: &str, v: &Value| match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
+        _ => Err(format!("`{name}` must be a non-empty string")),
+    };
+    let bad_topic = |e: crate::domain::TopicError| format!("invalid topic: {e}");
+    for name in ["topic", "room"] {
+        if let Some(v) = get(name) {
+            let Value::String(s) = v else {
+                return Err(format!("`{name}` must be a string"));
+            };
+            return Topic::parse(s).map_err(bad_topic);
+        }
+    }
+    for (name, namespace) in [("project_id", "project"), ("job_id", "job"), ("agent_id", "agent")] {
+        if let Some(v) = get(name) {
+            return Topic::with_namespace(namespace, &as_id(name, v)?).map_err(bad_topic);
+        }
+    }
+    Err("missing field `topic` (or `room`, `project_id`, `job_id`, `agent_id`)".into())
+}
+
+fn parse_since(v: &Value) -> Result<Since, String> {
+    let bad = || "`since` must be {\"offset\": <non-negative integer>, \"epoch\": <string>}".to_owned();
+    let obj = v.as_object().ok_or_else(bad)?;
+    let offset = obj.get("offset").and_then(Value::as_u64).ok_or_else(bad)?;
+    let epoch = match obj.get("epoch") {
+        Some(Value::String(e)) => e.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => return Err(bad()),
+    };
+    Ok(Since { offset, epoch })
+}
+
+/// Server → client frames.
+pub mod frames {
+    use super::*;
+    use crate::domain::StreamPosition;
+
+    fn with_request_id(mut v: Value, request_id: Option<&str>) -> String {
+        if let (Some(id), Value::Object(map)) = (request_id, &mut v) {
+            map.insert("requestId".into(), Value::from(id));
+        }
+        v.to_string()
+    }
+
+    /// `connected`, the first frame on every connection.
+    pub fn connected(connection_id: &str, user_id: &str) -> String {
+        json!({"type": "connected", "connectionId": connection_id, "userId": user_id, "timestamp": now_rfc3339()})
+            .to_string()
+    }
+
+    /// `subscribed`.
+    pub fn subscribed(topic: &Topic, position: &StreamPosition, recovered: bool, request_id: Option<&str>) -> String {
+        with_request_id(
+            json!({"type": "subscribed", "topic": topic, "offset": position.offset, "epoch": position.epoch.as_str(), "recovered": recovered}),
+            request_id,
+        )
+    }
+
+    /// `unsubscribed`.
+    pub fn unsubscribed(topic: &Topic, request_id: Option<&str>) -> String {
+        with_request_id(json!({"type": "unsubscribed", "topic": topic}), request_id)
+    }
+
+    /// `published`.
+    pub fn published(topic: &Topic, offset: u64, request_id: Option<&str>) -> String {
+        with_request_id(json!({"type": "published", "topic": topic, "offset": offset}), request_id)
+    }
+
+    /// `status` (retained state lands with history; until then `state` is null).
+    pub fn status(topic: &Topic, position: &StreamPosition, request_id: Option<&str>) -> String {
+        with_request_id(
+            json!({"type": "status", "topic": topic, "state": Value::Null, "offset": position.offset, "epoch": position.epoch.as_str()}),
+            request_id,
+        )
+    }
+
+    /// `pong`.
+    pub fn pong(request_id: Option<&str>) -> String {
+        with_request_id(json!({"type": "pong"}), request_id)
+    }
+
+    /// `subscriptions`.
+    pub fn subscriptions(topics: &[Topic], request_id: Option<&str>) -> String {
+        with_request_id(json!({"type": "subscriptions", "topics": topics}), request_id)
+    }
+
+    /// `refreshed`.
+    pub fn refreshed(expires_at: &str, request_id: Option<&str>) -> String {
+        with_request_id(json!({"type": "refreshed", "expiresAt": expires_at}), request_id)
+    }
+
+    /// `error`.
+    pub fn error(code: ErrorCode, message: &str, request_id: Option<&str>) -> String {
+        with_request_id(json!({"type": "error", "code": code.as_str(), "message": message}), request_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn action(text: &str) -> ClientAction {
+        parse_client_frame(text).unwrap().action
+    }
+
+    fn err(text: &str) -> FrameError {
+        parse_client_frame(text).unwrap_err()
+    }
+
+    #[test]
+    fn topic_and_aliases_at_top_level_or_in_data() {
+        let project = Topic::parse("project:p1").unwrap();
+        for text in [
+            r#"{"action":"subscribe","topic":"project:p1"}"#,
+            r#"{"action":"subscribe","data":{"topic":"project:p1"}}"#,
+            r#"{"action":"subscribe","room":"project:p1"}"#,
+            r#"{"action":"subscribe","project_id":"p1"}"#,
+            r#"{"action":"subscribe","data":{"project_id":"p1"}}"#,
+        ] {
+            assert_eq!(action(text), ClientAction::Subscribe { topic: project.clone(), since: None }, "{text}");
+        }
+        assert_eq!(
+            action(r#"{"action":"unsubscribe","job_id":7}"#),
+            ClientAction::Unsubscribe { topic: Topic::parse("job:7").unwrap() }
+        );
+        assert_eq!(
+            action(r#"{"action":"request_status","agent_id":"a"}"#),
+            ClientAction::RequestStatus { topic: Topic::parse("agent:a").unwrap() }
+        );
+    }
+
+    #[test]
+    fn request_id_is_kept_even_on_errors() {
+        let e = err(r#"{"action":"subscribe","requestId":"r1"}"#);
+        assert_eq!((e.request_id.as_deref(), e.code), (Some("r1"), ErrorCode::Validation));
+        let r = parse_client_frame(r#"{"action":"ping","requestId":"r2"}"#).unwrap();
+        assert_eq!(r.request_id.as_deref(), Some("r2"));
+    }
+
+    #[test]
+    fn bad_input_is_a_validation_error() {
+        for text in [
+            "",
+            "{",
+            "[]",
+            "42",
+            r#"{"action":1}"#,
+            r#"{"nope":1}"#,
+            r#"{"action":"subscribe","topic":5}"#,
+            r#"{"action":"subscribe","topic":"bad topic"}"#,
+            r#"{"action":"subscribe","topic":"a","since":{"offset":-1,"epoch":"e"}}"#,
+            r#"{"action":"subscribe","topic":"a","since":"x"}"#,
+            r#"{"action":"publish","topic":"a","event":{"no":"type"}}"#,
+            r#"{"action":"publish","topic":"a"}"#,
+            r#"{"action":"refresh"}"#,
+            r#"{"action":"ping","requestId":5}"#,
+        ] {
+            assert_eq!(err(text).code, ErrorCode::Validation, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_actions_are_routed_with_the_whole_message() {
+        let ClientAction::Routed { action, message } = action(r#"{"action":"forward","type":"dev","x":1}"#) else {
+            panic!("not routed");
+        };
+        assert_eq!(action, "forward");
+        assert_eq!(message["x"], 1);
+    }
+
+    #[test]
+    fn since_is_parsed() {
+        assert_eq!(
+            action(r#"{"action":"subscribe","topic":"a","since":{"offset":3,"epoch":"e1"}}"#),
+            ClientAction::Subscribe {
+                topic: Topic::parse("a").unwrap(),
+                since: Some(Since { offset: 3, epoch: "e1".into() })
+            }
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "[a-z_:*. ]{0,12}".prop_map(Value::from),
+            prop_oneof![Just("subscribe"), Just("unsubscribe"), Just("publish"), Just("ping"), Just("refresh")]
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("action".to_owned()),
+                        Just("topic".to_owned()),
+                        Just("data".to_owned()),
+                        Just("requestId".to_owned()),
+                        Just("event".to_owned()),
+                        Just("since".to_owned()),
+                        Just("project_id".to_owned()),
+                        "[a-z]{1,6}"
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(text in ".{0,200}") {
+            let _ = parse_client_frame(&text);
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_json(value in json_value()) {
+            let _ = parse_client_frame(&value.to_string());
+        }
+
+        #[test]
+        fn accepted_subscribes_carry_valid_topics(topic in "[a-zA-Z0-9_:.@/=-]{1,300}", rid in "[a-z0-9]{0,8}") {
+            let text = json!({"action": "subscribe", "topic": topic, "requestId": rid}).to_string();
+            match parse_client_frame(&text) {
+                Ok(req) => {
+                    prop_assert_eq!(req.request_id.as_deref(), Some(rid.as_str()));
+                    let ClientAction::Subscribe { topic: parsed, .. } = req.action else { panic!("wrong action") };
+                    prop_assert_eq!(parsed.as_str(), topic.as_str());
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.code, ErrorCode::Validation);
+                    prop_assert!(Topic::parse(&topic).is_err());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! One connection's request handling: rate limit, parse, authorize, act, reply.
+//!
+//! Owns the connection's identity (replaced by `refresh`) and token bucket. Replies go
+//! through the connection's outbound queue, so they stay ordered with its events.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::protocol::{ClientAction, ClientRequest, frames, parse_client_frame};
+use crate::auth::{AuthError, Identity};
+use crate::domain::{ErrorCode, Event, Topic};
+use crate::hub::{CloseReason, ConnectionHandle, SubscribeError};
+use crate::state::AppState;
+
+/// Request handling state of one connection.
+pub struct Session {
+    state: AppState,
+    conn: Arc<ConnectionHandle>,
+    identity: Identity,
+    limiter: DefaultDirectRateLimiter,
+    rejected_in_a_row: u32,
+    abuse_threshold: u32,
+}
+
+impl Session {
+    /// A session for `conn`, authenticated as `identity`.
+    pub fn new(state: AppState, conn: Arc<ConnectionHandle>, identity: Identity) -> Self {
+        let limits = &state.config.limits;
+        let per_second = NonZeroU32::new(limits.rate_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.rate_burst).unwrap_or(NonZeroU32::MIN);
+        let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
+        let abuse_threshold = limits.rate_burst.saturating_mul(5);
+        Self { state, conn, identity, limiter, rejected_in_a_row: 0, abuse_threshold }
+    }
+
+    /// Time left until the token expires (`None`: never, dev-mode anonymous).
+    pub fn time_to_expiry(&self) -> Option<Duration> {
+        let exp = self.identity.expires_at?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Some(Duration::from_secs(exp).saturating_sub(now))
+    }
+
+    /// Subscribes to `user:<sub>` and `global` without replies.
+    pub async fn subscribe_automatic(&mut self) {
+        let user_topic = Topic::with_namespace("user", self.identity.user.as_str());
+        for topic in [user_topic.ok(), Topic::parse("global").ok()].into_iter().flatten() {
+            if let Err(e) = self.state.hub.subscribe(&self.conn, &topic, None).await {
+                tracing::warn!(topic = %topic, error = %e, "automatic subscription failed");
+            }
+        }
+    }
+
+    /// Subscribes to topics named in the upgrade's query string, exactly as `subscribe`
+    /// messages would (replies and errors included).
+    pub async fn subscribe_requested(&mut self, requested: Vec<Result<Topic, String>>) {
+        for topic in requested {
+            match topic {
+                Ok(topic) => self.subscribe(topic, None).await,
+                Err(message) => self.error(ErrorCode::Validation, &message, None),
+            }
+        }
+    }
+
+    /// Handles one text frame.
+    pub async fn on_text(&mut self, text: &str) {
+        self.state.metrics.messages_received.increment(1);
+        if !self.admit() {
+            return;
+        }
+        if text.len() > self.state.config.limits.max_message_size {
+            let message =
+                format!("message is {} bytes; the limit is {}", text.len(), self.state.config.limits.max_message_size);
+            self.error(ErrorCode::PayloadTooLarge, &message, None);
+            return;
+        }
+        match parse_client_frame(text) {
+            Ok(request) => self.handle(request).await,
+            Err(e) => self.error(e.code, &e.message, e.request_id.as_deref()),
+        }
+    }
+
+    /// Handles one binary frame (not part of the protocol).
+    pub fn on_binary(&mut self) {
+        self.state.metrics.messages_received.increment(1);
+        if self.admit() {
+            self.error(ErrorCode::Validation, "binary frames are not supported; send JSON text frames", None);
+        }
+    }
+
+    /// Applies the token bucket. Sustained abuse (5 × burst rejections in a row) closes
+    /// the connection with 1008.
+    fn admit(&mut self) -> bool {
+        if self.limiter.check().is_ok() {
+            self.rejected_in_a_row = 0;
+            return true;
+        }
+        self.rejected_in_a_row += 1;
+        if self.rejected_in_a_row >= self.abuse_threshold {
+            tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, "closing with 1008: sustained rate-limit abuse");
+            self.conn.close(CloseReason::PolicyViolation);
+        } else {
+            self.error(ErrorCode::RateLimitExceeded, "too many messages; slow down", None);
+        }
+        false
+    }
+
+    async fn handle(&mut self, request: ClientRequest) {
+        let rid = request.request_id.as_deref();
+        match request.action {
+            // `since` is parsed and validated; until history lands nothing can be replayed, so
+            // every subscribe answers `recovered: false` and the client resynchronises from its
+            // backend, as SPEC §5 prescribes for lost history.
+            ClientAction::Subscribe { topic, since: _ } => self.subscribe(topic, rid).await,
+            ClientAction::Unsubscribe { topic } => {
+                self.state.hub.unsubscribe(&self.conn, &topic);
+                self.reply(frames::unsubscribed(&topic, rid));
+            }
+            ClientAction::Publish { topic, event } => self.publish(topic, event, rid).await,
+            ClientAction::RequestStatus { topic } => {
+                if !self.state.policy.may_subscribe(&self.identity, &topic) {
+                    return self.error(ErrorCode::Authorization, &format!("not allowed to read {topic}"), rid);
+                }
+                match self.state.hub.position(&topic).await {
+                    Ok(position) => self.reply(frames::status(&topic, &position, rid)),
+                    Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
+                }
+            }
+            ClientAction::Ping => self.reply(frames::pong(rid)),
+            ClientAction::Subscriptions => self.reply(frames::subscriptions(&self.conn.topics(), rid)),
+            ClientAction::Refresh { token } => self.refresh(&token, rid),
+            ClientAction::Routed { action, .. } => self.error(
+                ErrorCode::UnknownAction,
+                &format!("unknown action {action:?}: no route is configured for it"),
+                rid,
+            ),
+        }
+    }
+
+    async fn subscribe(&mut self, topic: Topic, rid: Option<&str>) {
+        if !self.state.policy.may_subscribe(&self.identity, &topic) {
+            return self.error(ErrorCode::Authorization, &format!("not allowed to subscribe to {topic}"), rid);
+        }
+        let reply = |position: &_| frames::subscribed(&topic, position, false, rid).into();
+        match self.state.hub.subscribe(&self.conn, &topic, Some(&reply)).await {
+            Ok(_) => {}
+            Err(SubscribeError::TooMany(max)) => self.error(
+                ErrorCode::Validation,
+                &format!("subscription limit reached: at most {max} topics per connection"),
+                rid,
+            ),
+            Err(SubscribeError::Broker(e)) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
+        }
+    }
+
+    async fn publish(&mut self, topic: Topic, event: Event, rid: Option<&str>) {
+        if !self.state.policy.may_client_publish(&self.identity, &topic) {
+            return self.error(ErrorCode::Authorization, &format!("clients may not publish to {topic}"), rid);
+        }
+        match self.state.hub.publish(&topic, event).await {
+            Ok(position) => self.reply(frames::published(&topic, position.offset, rid)),
+            Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
+        }
+    }
+
+    fn refresh(&mut self, token: &str, rid: Option<&str>) {
+        let refreshed = match self.state.authenticator.authenticate(token) {
+            Ok(identity) if identity.user == self.identity.user => identity,
+            Ok(_) => return self.error(ErrorCode::Authentication, "the new token is for a different user", rid),
+            Err(AuthError::Expired) => return self.error(ErrorCode::Authentication, "the new token is expired", rid),
+            Err(e) => return self.error(ErrorCode::Authentication, &e.to_string(), rid),
+        };
+        let expires_at = refreshed.expires_at.unwrap_or_default();
+        self.identity = refreshed;
+        let expires_at = OffsetDateTime::from_unix_timestamp(i64::try_from(expires_at).unwrap_or(i64::MAX))
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default();
+        self.reply(frames::refreshed(&expires_at, rid));
+    }
+
+    fn reply(&self, text: String) {
+        self.conn.send(text.into(), None);
+    }
+
+    fn error(&self, code: ErrorCode, message: &str, rid: Option<&str>) {
+        self.state.metrics.error(code);
+        tracing::debug!(connectionId = %self.conn.id, userId = %self.conn.user, requestId = rid, code = code.as_str(), message, "client error");
+        self.reply(frames::error(code, message, rid));
+    }
+}

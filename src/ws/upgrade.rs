@@ -1,0 +1,188 @@
+//! `GET /ws`: authenticate, check origin and capacity, then upgrade.
+//!
+//! Refusals happen before the upgrade with an HTTP status and a JSON body, so a client
+//! never sees a WebSocket open and then shut for a reason known up front.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::connection;
+use super::protocol::{frames, resolve_topic};
+use super::session::Session;
+use crate::auth::{AuthError, Identity};
+use crate::domain::{ConnectionId, ErrorCode, Topic};
+use crate::hub::{AdmissionError, ConnectionHandle, QueueLimits};
+use crate::state::AppState;
+
+fn refuse(state: &AppState, status: StatusCode, code: ErrorCode, reason: &'static str, message: &str) -> Response {
+    state.metrics.refused(reason);
+    state.metrics.error(code);
+    let body = json!({"type": "error", "code": code.as_str(), "message": message, "error": {"code": code.as_str(), "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// What the upgrade's query string asks for.
+struct ConnectQuery {
+    token: Option<String>,
+    topics: Vec<Result<Topic, String>>,
+}
+
+fn parse_query(raw: Option<&str>) -> ConnectQuery {
+    let mut token = None;
+    let mut topics = Vec::new();
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "token" => token = Some(value.into_owned()),
+            "topic" | "project_id" | "job_id" | "agent_id" => {
+                let value = Value::String(value.into_owned());
+                topics.push(resolve_topic(|name| (name == key.as_ref()).then_some(&value)));
+            }
+            _ => {}
+        }
+    }
+    ConnectQuery { token, topics }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The upgrade handler.
+pub async fn ws_handler(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !state.is_accepting() {
+        return refuse(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServiceUnavailable,
+            "draining",
+            "server is shutting down",
+        );
+    }
+    if !state.config.allowed_origins.is_empty() {
+        let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+        if origin.is_some_and(|o| !state.config.allowed_origins.iter().any(|a| a == o)) {
+            return refuse(&state, StatusCode::FORBIDDEN, ErrorCode::Authorization, "origin", "origin not allowed");
+        }
+    }
+    let query = parse_query(query.as_deref());
+    let token = query.token.as_deref().or_else(|| bearer(&headers));
+    let identity = match token {
+        Some(token) => state.authenticator.authenticate(token),
+        None if state.config.dev => Ok(Identity::anonymous()),
+        None => Err(AuthError::Missing),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(e) => {
+            return refuse(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Authentication,
+                "unauthenticated",
+                &e.to_string(),
+            );
+        }
+    };
+    let admission = match state.hub.connections.admit(remote.ip()) {
+        Ok(admission) => admission,
+        Err(AdmissionError::ServerFull) => {
+            return refuse(
+                &state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ServiceUnavailable,
+                "capacity",
+                "server is at its connection limit",
+            );
+        }
+        Err(AdmissionError::TooManyFromIp) => {
+            return refuse(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimitExceeded,
+                "per_ip",
+                "too many connections from your address",
+            );
+        }
+    };
+    let ws = &state.config.websocket;
+    let hard_limit = state.config.limits.max_message_size.saturating_mul(2);
+    // Keeps shutdown waiting for this connection from now on, not only once the upgrade
+    // completes.
+    let tracked = state.tasks.token();
+    let task_state = state.clone();
+    upgrade
+        .read_buffer_size(ws.read_buffer_size)
+        .write_buffer_size(ws.write_buffer_size)
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| async move {
+            let state = task_state;
+            let id = ConnectionId::generate();
+            let span = tracing::info_span!("connection", connectionId = %id, userId = %identity.user);
+            let limits = QueueLimits {
+                frames: state.config.limits.send_queue_events,
+                bytes: state.config.limits.send_queue_bytes,
+            };
+            let (handle, queue) = ConnectionHandle::new(
+                id,
+                identity.user.clone(),
+                remote,
+                limits,
+                state.shutdown.child_token(),
+                state.metrics.clone(),
+            );
+            let conn = Arc::new(handle);
+            async {
+                state.hub.connections.insert(conn.clone());
+                state.metrics.connections.increment(1.0);
+                tracing::info!(remote = %remote, "connected");
+                conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into(), None);
+                let mut session = Session::new(state.clone(), conn.clone(), identity);
+                session.subscribe_automatic().await;
+                session.subscribe_requested(query.topics).await;
+                connection::run(state.clone(), socket, conn.clone(), queue, session).await;
+                state.hub.topics.detach(&conn);
+                state.hub.connections.remove(&conn.id);
+                state.metrics.connections.decrement(1.0);
+                let lived = conn.connected_at.elapsed().unwrap_or_default();
+                state.metrics.connection_duration.record(lived.as_secs_f64());
+                tracing::info!(reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
+            }
+            .instrument(span)
+            .await;
+            drop(admission);
+            drop(tracked);
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_topics_and_aliases() {
+        let q = parse_query(Some("token=abc&topic=job:1&topic=global&project_id=p%201&job_id=j&agent_id=a&x=1"));
+        assert_eq!(q.token.as_deref(), Some("abc"));
+        let topics: Vec<_> = q.topics.iter().map(|t| t.as_ref().map(|t| t.to_string())).collect();
+        assert_eq!(topics[0].as_deref(), Ok("job:1"));
+        assert_eq!(topics[1].as_deref(), Ok("global"));
+        assert!(topics[2].is_err(), "space is not a topic character");
+        assert_eq!(topics[3].as_deref(), Ok("job:j"));
+        assert_eq!(topics[4].as_deref(), Ok("agent:a"));
+    }
+}

@@ -1,0 +1,139 @@
+//! The backend HTTP API (SPEC §6).
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn api_requires_a_valid_key_and_accepts_every_configured_key() {
+    let gw = TestGateway::spawn_with(|c| c.auth.api_keys = vec!["old-key-123".into(), "new-key-456".into()]).await;
+    let body = json!({"topic": "job:1", "event": {"type": "t"}});
+    for key in ["old-key-123", "new-key-456"] {
+        assert_eq!(gw.http().with_key(key).post("/api/publish", body.clone()).await.0, 200);
+    }
+    for api in [gw.http().without_key(), gw.http().with_key("wrong-key-000")] {
+        let (status, err) = api.post("/api/publish", body.clone()).await;
+        assert_eq!(status, 401);
+        assert_eq!(err["error"]["code"], "AUTHENTICATION_ERROR");
+        assert!(err["error"]["message"].is_string());
+        assert_eq!(api.get("/api/connections").await.0, 401);
+    }
+    // Ops endpoints need no key.
+    assert_eq!(gw.http().without_key().get("/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn publish_single_and_many_topics() {
+    let gw = TestGateway::spawn().await;
+    let api = gw.http();
+    let (status, r) = api.post("/api/publish", json!({"topic": "job:a", "event": {"type": "t"}})).await;
+    assert_eq!(status, 200);
+    assert_eq!((r["topic"].as_str(), r["offset"].as_u64()), (Some("job:a"), Some(1)));
+    assert_eq!(r["results"][0]["offset"], 1);
+    let (status, r) =
+        api.post("/api/publish", json!({"topics": ["job:a", "job:b"], "event": {"type": "t"}, "retain": false})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        r["results"],
+        json!([{"topic": "job:a", "offset": 2, "epoch": r["results"][0]["epoch"]}, {"topic": "job:b", "offset": 1, "epoch": r["results"][1]["epoch"]}])
+    );
+    assert!(r.get("topic").is_none(), "top-level topic only for single-topic publishes");
+    let (status, r) = api.post("/api/broadcast", json!({"event": {"type": "announcement"}})).await;
+    assert_eq!((status, r["topic"].as_str(), r["offset"].as_u64()), (200, Some("global"), Some(1)));
+}
+
+#[tokio::test]
+async fn publish_validation_errors_are_400_json() {
+    let gw = TestGateway::spawn().await;
+    let api = gw.http();
+    for body in [
+        json!({}),
+        json!({"topic": "job:a"}),
+        json!({"topic": "job:a", "event": {}}),
+        json!({"topic": "job:a", "event": {"type": 5}}),
+        json!({"topic": "job:a", "event": "str"}),
+        json!({"topic": "bad topic", "event": {"type": "t"}}),
+        json!({"topic": 5, "event": {"type": "t"}}),
+        json!({"topics": [], "event": {"type": "t"}}),
+        json!({"topics": "job:a", "event": {"type": "t"}}),
+        json!({"topics": ["job:a", 1], "event": {"type": "t"}}),
+        json!({"topic": "job:a", "topics": ["job:b"], "event": {"type": "t"}}),
+        json!({"topic": "job:a", "event": {"type": "t"}, "retain": "yes"}),
+        json!([1, 2]),
+    ] {
+        let (status, r) = api.post("/api/publish", body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {r}");
+        assert_eq!(r["error"]["code"], "VALIDATION_ERROR", "{body}");
+    }
+    let (status, r) = api.post_raw("/api/publish", "{not json").await;
+    assert_eq!((status, r["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")));
+    let huge = json!({"topic": "job:a", "event": {"type": "t", "pad": "x".repeat(2 * 1024 * 1024)}});
+    let (status, r) = api.post("/api/publish", huge).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (413, Some("PAYLOAD_TOO_LARGE")), "{r}");
+    let (status, r) = api.get("/api/nope").await;
+    assert_eq!((status, r["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
+}
+
+#[tokio::test]
+async fn topic_info_and_connection_listing() {
+    let gw = TestGateway::spawn().await;
+    let api = gw.http();
+    let mut a = gw.connect("alice", json!({"topics": ["project:*"]})).await;
+    a.subscribe("project:9").await;
+    let _b = gw.connect("bob", json!({})).await;
+    api.publish("project:9", json!({"type": "t"})).await;
+    let (status, info) = api.get("/api/topics/project:9").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (info["subscribers"].as_u64(), info["offset"].as_u64(), info["state"].clone()),
+        (Some(1), Some(1), Value::Null)
+    );
+    assert!(info["epoch"].is_string());
+    assert_eq!(api.get("/api/topics/bad%20topic").await.0, 400);
+
+    let (_, all) = api.get("/api/connections").await;
+    assert_eq!(all["connections"].as_array().unwrap().len(), 2);
+    let (_, alice) = api.get("/api/connections?user=alice").await;
+    let list = alice["connections"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["connectionId"], a.id());
+    assert_eq!(list[0]["userId"], "alice");
+    assert!(list[0]["topics"].as_array().unwrap().contains(&json!("project:9")));
+    assert!(list[0]["connectedAt"].as_str().unwrap().ends_with('Z'));
+    assert!(list[0]["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let (_, by_topic) = api.get("/api/connections?topic=project:9").await;
+    assert_eq!(by_topic["connections"].as_array().unwrap().len(), 1);
+    let (_, none) = api.get("/api/connections?user=nobody").await;
+    assert_eq!(none["connections"], json!([]));
+}
+
+#[tokio::test]
+async fn send_to_and_close_one_connection() {
+    let gw = TestGateway::spawn().await;
+    let api = gw.http();
+    let mut c = gw.connect("u", json!({})).await;
+    let id = c.id();
+    let (status, r) =
+        api.post(&format!("/api/connections/{id}/send"), json!({"event": {"type": "direct", "n": 1}})).await;
+    assert_eq!((status, r["delivered"].as_bool()), (200, Some(true)));
+    let ev = c.recv().await;
+    assert_eq!((ev["type"].as_str(), ev["n"].as_u64()), (Some("direct"), Some(1)));
+    let (status, _) = api.post(&format!("/api/connections/{id}/send"), json!({"event": {"no": "type"}})).await;
+    assert_eq!(status, 400);
+    let (status, r) = api.post("/api/connections/conn_1_nope/send", json!({"event": {"type": "t"}})).await;
+    assert_eq!((status, r["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
+
+    let (status, _) = api.delete(&format!("/api/connections/{id}")).await;
+    assert_eq!(status, 204);
+    let mut before = Vec::new();
+    assert_eq!(c.expect_close(&mut before).await, 1000);
+    assert_eq!(api.delete("/api/connections/conn_1_nope").await.0, 404);
+    // Gone from the list once closed.
+    for _ in 0..100 {
+        if api.get("/api/connections").await.1["connections"] == json!([]) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("closed connection still listed");
+}

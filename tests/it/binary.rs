@@ -1,0 +1,147 @@
+//! The real `signalbox` binary: exit codes, the ready line, SIGTERM, `token`,
+//! `default-config`, `check-config`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn signalbox() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalbox"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SIGNALBOX_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn refuses_to_start_without_credentials_with_exit_2() {
+    let out = signalbox().args(["serve", "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SIGNALBOX_JWT_SECRET") && err.contains("SIGNALBOX_API_KEYS"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn invalid_configuration_exits_2_naming_the_setting() {
+    let out = signalbox().args(["serve", "--dev", "--listen", "not-an-address"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
+
+    let out = signalbox().args(["serve", "--dev"]).env("SIGNALBOX_LOG_FORMAT", "xml").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGNALBOX_LOG_FORMAT"));
+
+    let file = std::env::temp_dir().join(format!("signalbox-bad-{}.toml", std::process::id()));
+    std::fs::write(&file, "[limits]\nmax_conections = 5\n").unwrap();
+    let out = signalbox().args(["serve", "--dev", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
+    let out = signalbox().args(["check-config", "--dev"]).env("SIGNALBOX_CONFIG", &file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "SIGNALBOX_CONFIG is read too");
+
+    let out = signalbox().args(["serve"]).env("SIGNALBOX_JWT_PUBLIC_KEY_FILE", "/nonexistent.pem").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGNALBOX_JWT_PUBLIC_KEY_FILE"));
+}
+
+#[test]
+fn default_config_is_valid_and_check_config_accepts_it() {
+    let out = signalbox().arg("default-config").output().unwrap();
+    assert!(out.status.success());
+    let file = std::env::temp_dir().join(format!("signalbox-default-{}.toml", std::process::id()));
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = signalbox().args(["check-config", "--dev", "--config"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
+
+#[tokio::test]
+async fn serve_prints_ready_line_serves_minted_tokens_and_exits_0_on_sigterm() {
+    let mut child = signalbox()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SIGNALBOX_JWT_SECRET", SECRET)
+        .env("SIGNALBOX_API_KEYS", API_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("signalbox listening on ")
+        .unwrap_or_else(|| panic!("ready line: {line:?}"))
+        .to_owned();
+    let port: u16 = addr.strip_prefix("127.0.0.1:").unwrap().parse().unwrap();
+    assert_ne!(port, 0, "the real port is printed");
+
+    let token = signalbox()
+        .args(["token", "--sub", "cli-user", "--ttl", "10m", "--topics", "job:*,project:42", "--claim", "role=viewer"])
+        .env("SIGNALBOX_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let mut c = Client::connect(&format!("ws://{addr}/ws?token={token}")).await;
+    assert_eq!(c.connected["userId"], "cli-user");
+    c.subscribe("job:cli").await;
+    let api = Api { base: format!("http://{addr}"), client: reqwest::Client::new(), key: Some(API_KEY.into()) };
+    api.publish("job:cli", json!({"type": "progress_update", "progress": 50})).await;
+    assert_eq!(c.recv().await["progress"], 50);
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut before = Vec::new();
+    assert_eq!(c.expect_close(&mut before).await, 1001);
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.is_empty(), "exactly one line on stdout, got more: {rest:?}");
+    let _ = Duration::ZERO;
+}
+
+#[test]
+fn token_needs_a_secret() {
+    let out = signalbox().args(["token", "--sub", "u"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGNALBOX_JWT_SECRET"));
+}
+
+#[test]
+fn json_logs_on_stderr_carry_connection_fields() {
+    // Covered through the running binary: start, connect, stop, read stderr.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut child = signalbox()
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.trim().trim_start_matches("signalbox listening on ").to_owned();
+    let id = rt.block_on(async {
+        let c = Client::connect(&format!("ws://{addr}/ws")).await;
+        c.id()
+    });
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> =
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    assert!(lines.iter().any(|l| l["message"].as_str().unwrap_or("").contains("DEVELOPMENT MODE")), "loud dev warning");
+    let connected = lines.iter().find(|l| l["message"] == "connected").expect("a connected log line");
+    assert_eq!(connected["connectionId"], id.as_str(), "{connected}");
+    assert_eq!(connected["userId"], "anonymous");
+}

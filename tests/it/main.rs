@@ -1,0 +1,12 @@
+//! The one integration-test binary: every test starts the real gateway on 127.0.0.1:0
+//! and talks to it with real WebSocket and HTTP clients.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod api;
+mod auth;
+mod binary;
+mod delivery;
+mod limits;
+mod ops;
+mod protocol;
+mod support;
