@@ -79,7 +79,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(&listen).await {
             Ok(listener) => listener,
             Err(e) => {
-                return fail(&format!("invalid setting listen (SIGNALBOX_LISTEN, --listen): cannot bind {listen}: {e}"));
+                return fail(&format!(
+                    "invalid setting listen (SIGNALBOX_LISTEN, --listen): cannot bind {listen}: {e}"
+                ));
             }
         };
         match listener.local_addr() {

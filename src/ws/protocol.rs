@@ -115,6 +115,18 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
     Ok(ClientRequest { request_id, action })
 }
 
+/// Reads only the `requestId` of a message that will not be acted on (rate-limited or
+/// over the size limit), so the error reply still echoes it. Skips everything else
+/// without building values.
+pub fn peek_request_id(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct OnlyRequestId {
+        #[serde(rename = "requestId")]
+        request_id: Option<String>,
+    }
+    serde_json::from_str::<OnlyRequestId>(text).ok()?.request_id
+}
+
 /// Parameters looked up at the top level first, then inside `data`.
 struct Params<'a>(&'a Map<String, Value>);
 
@@ -332,6 +344,13 @@ mod tests {
         };
         assert_eq!(action, "forward");
         assert_eq!(message["x"], 1);
+    }
+
+    #[test]
+    fn request_id_can_be_peeked_without_acting() {
+        assert_eq!(peek_request_id(r#"{"action":"x","requestId":"r","data":{"a":[1,2]}}"#).as_deref(), Some("r"));
+        assert_eq!(peek_request_id(r#"{"requestId":5}"#), None);
+        assert_eq!(peek_request_id("not json"), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::protocol::{ClientAction, ClientRequest, frames, parse_client_frame};
+use super::protocol::{ClientAction, ClientRequest, frames, parse_client_frame, peek_request_id};
 use crate::auth::{AuthError, Identity};
 use crate::domain::{ErrorCode, Event, Topic};
 use crate::hub::{CloseReason, ConnectionHandle, SubscribeError};
@@ -48,6 +48,11 @@ impl Session {
     /// Subscribes to `user:<sub>` and `global` without replies.
     pub async fn subscribe_automatic(&mut self) {
         let user_topic = Topic::with_namespace("user", self.identity.user.as_str());
+        if let Err(e) = &user_topic {
+            // A `sub` such as `auth0|abc` has characters topics cannot hold (SPEC §1), so this
+            // user has no `user:` topic; say so instead of failing the connection.
+            tracing::warn!(connectionId = %self.conn.id, userId = %self.identity.user, error = %e, "no user:<sub> topic for this user id");
+        }
         for topic in [user_topic.ok(), Topic::parse("global").ok()].into_iter().flatten() {
             if let Err(e) = self.state.hub.subscribe(&self.conn, &topic, None).await {
                 tracing::warn!(topic = %topic, error = %e, "automatic subscription failed");
@@ -69,13 +74,13 @@ impl Session {
     /// Handles one text frame.
     pub async fn on_text(&mut self, text: &str) {
         self.state.metrics.messages_received.increment(1);
-        if !self.admit() {
+        if !self.admit(|| peek_request_id(text)) {
             return;
         }
-        if text.len() > self.state.config.limits.max_message_size {
-            let message =
-                format!("message is {} bytes; the limit is {}", text.len(), self.state.config.limits.max_message_size);
-            self.error(ErrorCode::PayloadTooLarge, &message, None);
+        let limit = self.state.config.limits.max_message_size;
+        if text.len() > limit {
+            let message = format!("message is {} bytes; the limit is {limit}", text.len());
+            self.error(ErrorCode::PayloadTooLarge, &message, peek_request_id(text).as_deref());
             return;
         }
         match parse_client_frame(text) {
@@ -87,14 +92,14 @@ impl Session {
     /// Handles one binary frame (not part of the protocol).
     pub fn on_binary(&mut self) {
         self.state.metrics.messages_received.increment(1);
-        if self.admit() {
+        if self.admit(|| None) {
             self.error(ErrorCode::Validation, "binary frames are not supported; send JSON text frames", None);
         }
     }
 
     /// Applies the token bucket. Sustained abuse (5 × burst rejections in a row) closes
     /// the connection with 1008.
-    fn admit(&mut self) -> bool {
+    fn admit(&mut self, request_id: impl FnOnce() -> Option<String>) -> bool {
         if self.limiter.check().is_ok() {
             self.rejected_in_a_row = 0;
             return true;
@@ -104,7 +109,7 @@ impl Session {
             tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, "closing with 1008: sustained rate-limit abuse");
             self.conn.close(CloseReason::PolicyViolation);
         } else {
-            self.error(ErrorCode::RateLimitExceeded, "too many messages; slow down", None);
+            self.error(ErrorCode::RateLimitExceeded, "too many messages; slow down", request_id().as_deref());
         }
         false
     }

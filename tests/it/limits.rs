@@ -13,8 +13,8 @@ async fn rate_limit_rejects_then_closes_1008_on_sustained_abuse() {
     })
     .await;
     let mut c = gw.connect_dev("").await;
-    for _ in 0..40 {
-        c.send(json!({"action": "ping"})).await;
+    for i in 0..40 {
+        c.send(json!({"action": "ping", "requestId": format!("r{i}")})).await;
     }
     let mut frames = Vec::new();
     assert_eq!(c.expect_close(&mut frames).await, 1008);
@@ -23,6 +23,9 @@ async fn rate_limit_rejects_then_closes_1008_on_sustained_abuse() {
     assert!((5..=6).contains(&pongs), "the burst is served: {pongs}");
     // Closed on the 25th (5 × burst) consecutive rejection, never before.
     assert_eq!(limited, 24, "{frames:?}");
+    for f in &frames {
+        assert!(f["requestId"].as_str().is_some_and(|r| r.starts_with('r')), "every reply echoes its requestId: {f}");
+    }
     // Other clients are unaffected.
     let mut other = gw.connect_dev("").await;
     assert_eq!(other.request(json!({"action": "ping"})).await["type"], "pong");
@@ -58,9 +61,10 @@ async fn oversized_messages_get_payload_too_large_and_huge_frames_close_1009() {
     })
     .await;
     let mut c = gw.connect_dev("").await;
-    let big = json!({"action": "ping", "pad": "x".repeat(5000)}).to_string();
+    let big = json!({"action": "ping", "requestId": "big", "pad": "x".repeat(5000)}).to_string();
     c.send_text(big).await;
-    assert_eq!(c.recv().await["code"], "PAYLOAD_TOO_LARGE");
+    let r = c.recv().await;
+    assert_eq!((r["code"].as_str(), r["requestId"].as_str()), (Some("PAYLOAD_TOO_LARGE"), Some("big")));
     assert_eq!(c.request(json!({"action": "ping"})).await["type"], "pong", "the connection stays open");
     let huge = "y".repeat(64 * 1024);
     c.send_text(huge).await;
