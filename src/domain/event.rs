@@ -2,7 +2,6 @@
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::{StreamPosition, Topic};
 
@@ -77,11 +76,13 @@ fn write_field(out: &mut Vec<u8>, key: &str, value: &Value) -> serde_json::Resul
     serde_json::to_writer(&mut *out, value)
 }
 
+/// RFC 3339 UTC with exactly three fractional digits, e.g. `2026-01-15T10:00:00.120Z`.
+const MILLIS_UTC: &[time::format_description::BorrowedFormatItem<'_>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
 /// The current time as RFC 3339 UTC with millisecond precision.
 pub fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc();
-    let now = now.replace_nanosecond(now.millisecond() as u32 * 1_000_000).unwrap_or(now);
-    now.format(&Rfc3339).unwrap_or_default()
+    OffsetDateTime::now_utc().format(MILLIS_UTC).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -89,6 +90,7 @@ mod tests {
     use super::*;
     use crate::domain::Epoch;
     use serde_json::json;
+    use time::format_description::well_known::Rfc3339;
 
     #[test]
     fn validates_type() {
@@ -111,6 +113,7 @@ mod tests {
         assert_eq!(frame["n"], json!([1, "a"]));
         let ts = frame["timestamp"].as_str().unwrap();
         assert!(OffsetDateTime::parse(ts, &Rfc3339).is_ok(), "{ts}");
+        assert_eq!(ts.len(), "2026-01-15T10:00:00.120Z".len(), "{ts}");
     }
 
     #[test]
