@@ -50,10 +50,17 @@ pub async fn run(
     let (sink, stream) = socket.split();
     let heard = LastHeard { opened: Instant::now(), millis: AtomicU64::new(0) };
     let close_timeout = state.config.websocket.close_timeout;
-    tokio::join!(
-        read_loop(stream, &conn, session, &heard, close_timeout),
-        write_loop(&state, sink, &conn, queue, &heard)
-    );
+    let write = async {
+        // A writer blocked on a socket the client no longer reads never sees the close;
+        // once closing, it gets `close_timeout` to finish, then the socket is dropped.
+        tokio::select! {
+            () = write_loop(&state, sink, &conn, queue, &heard) => {}
+            () = async { conn.closing().await; sleep(close_timeout).await } => {
+                tracing::debug!(connectionId = %conn.id, "writer still blocked after the close timeout; dropping the socket");
+            }
+        }
+    };
+    tokio::join!(read_loop(stream, &conn, session, &heard, close_timeout), write);
 }
 
 async fn read_loop(

@@ -138,6 +138,36 @@ async fn slow_consumer_is_cut_with_4008_while_fast_one_gets_everything() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_is_cut_and_its_connection_fully_released() {
+    let gw = TestGateway::spawn_with(|c| {
+        c.dev = true;
+        c.limits.send_queue_events = 16;
+        c.websocket.close_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut stuck = gw.connect_dev("").await;
+    stuck.subscribe("job:stuck").await;
+    let payload = "z".repeat(64 * 1024);
+    let api = gw.http();
+    // Far more than the kernel buffers hold: the server's writer blocks mid-write.
+    for _ in 0..400 {
+        api.publish("job:stuck", json!({"type": "chunk", "data": payload})).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = api.get("/metrics").await.1.as_str().unwrap().to_owned();
+        if metric(&text, "signalbox_connections") == 0.0 {
+            assert_eq!(metric(&text, "signalbox_slow_consumer_disconnects_total"), 1.0);
+            assert_eq!(metric(&text, "signalbox_subscriptions"), 0.0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the blocked connection was never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stuck);
+}
+
+#[tokio::test]
 async fn one_connection_gets_frames_from_many_topics_interleaved_in_publish_order() {
     let gw = TestGateway::spawn_with(|c| c.dev = true).await;
     let mut c = gw.connect_dev("").await;
