@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "signalbox", version, about)]
 pub struct Cli {
+    /// Settings flags; accepted before or after the subcommand.
+    #[command(flatten)]
+    pub settings: ServeArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -18,26 +21,26 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve,
     /// Print an HS256 client token signed with SIGNALBOX_JWT_SECRET (development, tests).
     Token(TokenArgs),
     /// Validate the configuration (file, environment, flags) and exit.
-    CheckConfig(ServeArgs),
+    CheckConfig,
     /// Print a commented TOML file with every setting and its default.
     DefaultConfig,
 }
 
-/// Flags of `serve` and `check-config`.
+/// Settings flags (used by `serve` and `check-config`).
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// TOML configuration file (also SIGNALBOX_CONFIG).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// HTTP + WebSocket address, e.g. 0.0.0.0:8080; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     pub listen: Option<String>,
     /// Development mode: anonymous clients, open topics, no API key. Never in production.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub dev: bool,
 }
 

@@ -14,8 +14,8 @@ const CONFIG_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(&args),
-        Command::CheckConfig(args) => check_config(&args),
+        Command::Serve => serve(&cli.settings),
+        Command::CheckConfig => check_config(&cli.settings),
         Command::DefaultConfig => {
             print!("{DEFAULT_CONFIG_TOML}");
             ExitCode::SUCCESS

@@ -45,6 +45,9 @@ fn invalid_configuration_exits_2_naming_the_setting() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
     let out = signalbox().args(["check-config", "--dev"]).env("SIGNALBOX_CONFIG", &file).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "SIGNALBOX_CONFIG is read too");
+    let out = signalbox().args(["--dev", "--config"]).arg(&file).arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "flags before the subcommand work too");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
 
     let out = signalbox().args(["serve"]).env("SIGNALBOX_JWT_PUBLIC_KEY_FILE", "/nonexistent.pem").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
