@@ -42,6 +42,7 @@ async fn health_ready_and_metrics() {
     assert_eq!(metric(&text, "signalbox_messages_received_total"), 2.0);
     assert_eq!(metric(&text, "signalbox_errors_total{code=\"VALIDATION_ERROR\"}"), 1.0);
     assert_eq!(metric(&text, "signalbox_delivery_latency_seconds_count"), 1.0);
+    drop(c);
     gw.shutdown().await.unwrap();
 }
 
