@@ -28,6 +28,8 @@ pub enum Command {
     CheckConfig,
     /// Print a commented TOML file with every setting and its default.
     DefaultConfig,
+    /// Load-test a server that speaks the native protocol (this one or a peer).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Settings flags (used by `serve` and `check-config`).

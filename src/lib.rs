@@ -13,6 +13,7 @@
 //! telemetry.rs   JSON/text logs on stderr
 //! metrics.rs     every metric name and label; Prometheus rendering
 //! token.rs       `signalbox token`
+//! bench/         `signalbox bench`: load generator, /proc readings, report and plots
 //! domain/        pure types: Topic, ConnectionId, UserId, Event, StreamPosition, ErrorCode
 //! auth/          Authenticator trait + JWT, API keys, topic ACL
 //! broker/        Broker trait (offsets, ordered hand-off to fan-out) + memory broker
@@ -25,6 +26,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,216 @@
+//! Subscriber connections of the load generator.
+//!
+//! Each client connects (from a spread of 127.0.0.x source addresses when there are more
+//! connections than one source address has ports), subscribes to its topic with the
+//! native protocol, then counts what it receives: per-topic offsets give loss and
+//! duplicates; the publisher's `sent` stamp gives latency. Frames are scanned in place.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+
+use super::scan::FrameScanner;
+
+/// Ports one source address can use towards one server port, with margin.
+const PORTS_PER_SOURCE: usize = 25_000;
+const LATENCY_SHARDS: usize = 32;
+
+/// Counters and histograms shared by every client.
+pub struct Shared {
+    /// When the run started; `sent` stamps are ns since this instant.
+    pub epoch: Instant,
+    /// Event frames received (all clients).
+    pub received: AtomicU64,
+    /// Latency is recorded only for events sent inside [start, end) ns.
+    pub window: (AtomicU64, AtomicU64),
+    latency: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Shared {
+    /// Fresh counters.
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            received: AtomicU64::new(0),
+            window: (AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)),
+            latency: (0..LATENCY_SHARDS).map(|_| Mutex::new(latency_histogram())).collect(),
+        }
+    }
+
+    /// ns since the run started.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The merged latency histogram (ns).
+    pub fn latency(&self) -> Histogram<u64> {
+        let mut all = latency_histogram();
+        for shard in &self.latency {
+            let _ = all.add(&*shard.lock());
+        }
+        all
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A histogram of 1 ns .. 60 s with 3 significant digits.
+#[allow(clippy::expect_used)]
+pub fn latency_histogram() -> Histogram<u64> {
+    // Constant, valid bounds: this cannot fail.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What one client saw.
+#[derive(Debug, Default, Clone)]
+pub struct ClientTally {
+    /// Topic index.
+    pub topic: usize,
+    /// Offset in the `subscribed` reply.
+    pub start_offset: u64,
+    /// Last offset received.
+    pub last_offset: u64,
+    /// Events received.
+    pub received: u64,
+    /// Offsets received twice or out of order.
+    pub duplicates: u64,
+    /// Offsets skipped.
+    pub gaps: u64,
+    /// Time from TCP connect to the `subscribed` reply.
+    pub connect_time: Duration,
+}
+
+/// Connection parameters shared by all clients.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Server address.
+    pub server: SocketAddr,
+    /// Query string appended to `/ws` (e.g. `?token=…`).
+    pub query: String,
+}
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Why a client failed to connect or subscribe.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TCP or WebSocket failure.
+    #[error("{0}")]
+    Io(String),
+    /// The server answered something unexpected.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+}
+
+fn source_address(index: usize) -> Option<IpAddr> {
+    let block = index / PORTS_PER_SOURCE;
+    (block > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (block as u8))))
+}
+
+/// Connects client `index`, subscribes it to `bench:{topic}`.
+pub async fn connect(config: &ClientConfig, index: usize, topic: usize) -> Result<(Socket, ClientTally), ClientError> {
+    let started = Instant::now();
+    let io = |e: &dyn std::fmt::Display| ClientError::Io(e.to_string());
+    let socket = TcpSocket::new_v4().map_err(|e| io(&e))?;
+    if let Some(ip) = source_address(index) {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(|e| io(&e))?;
+    }
+    let stream = socket.connect(config.server).await.map_err(|e| io(&e))?;
+    let _ = stream.set_nodelay(true);
+    let url = format!("ws://{}/ws{}", config.server, config.query);
+    // Small buffers: the load generator holds as many sockets as the server.
+    let ws_config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) = client_async_with_config(url, stream, Some(ws_config)).await.map_err(|e| io(&e))?;
+    let connected = next_text(&mut ws).await?;
+    if !connected.contains("\"connected\"") {
+        return Err(ClientError::Protocol(connected));
+    }
+    let subscribe = format!(r#"{{"action":"subscribe","topic":"bench:{topic}","requestId":"s"}}"#);
+    ws.send(Message::text(subscribe)).await.map_err(|e| io(&e))?;
+    // Skip anything before our reply (e.g. frames of automatic subscriptions).
+    let reply = loop {
+        let text = next_text(&mut ws).await?;
+        if text.contains("\"subscribed\"") || text.contains("\"error\"") {
+            break text;
+        }
+    };
+    if !reply.contains("\"subscribed\"") {
+        return Err(ClientError::Protocol(reply));
+    }
+    let start_offset = FrameScanner::default().scan(reply.as_bytes()).map_or(0, |s| s.offset);
+    let tally = ClientTally {
+        topic,
+        start_offset,
+        last_offset: start_offset,
+        connect_time: started.elapsed(),
+        ..Default::default()
+    };
+    Ok((ws, tally))
+}
+
+async fn next_text(ws: &mut Socket) -> Result<String, ClientError> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Err(_) => return Err(ClientError::Io("no reply within 30 s".into())),
+            Ok(Some(Ok(Message::Text(t)))) => return Ok(t.to_string()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(ClientError::Io(e.to_string())),
+            Ok(None) => return Err(ClientError::Io("connection closed".into())),
+        }
+    }
+}
+
+/// Reads until `stop` fires or the socket ends, counting into `tally` and `shared`.
+pub async fn receive(
+    mut ws: Socket,
+    mut tally: ClientTally,
+    index: usize,
+    shared: Arc<Shared>,
+    stop: tokio_util::sync::CancellationToken,
+) -> ClientTally {
+    let scanner = FrameScanner::default();
+    let shard = &shared.latency[index % LATENCY_SHARDS];
+    loop {
+        let frame = tokio::select! {
+            () = stop.cancelled() => break,
+            frame = ws.next() => frame,
+        };
+        let Some(Ok(Message::Text(text))) = frame else {
+            if matches!(frame, Some(Ok(_))) {
+                continue;
+            }
+            break;
+        };
+        let Some(event) = scanner.scan(text.as_bytes()) else { continue };
+        tally.received += 1;
+        shared.received.fetch_add(1, Ordering::Relaxed);
+        if event.offset <= tally.last_offset {
+            tally.duplicates += 1;
+        } else {
+            tally.gaps += event.offset - tally.last_offset - 1;
+            tally.last_offset = event.offset;
+        }
+        if let Some(sent) = event.sent_ns {
+            let (from, to) = (shared.window.0.load(Ordering::Relaxed), shared.window.1.load(Ordering::Relaxed));
+            if sent >= from && sent < to {
+                let latency = shared.now_ns().saturating_sub(sent).max(1);
+                let _ = shard.lock().record(latency);
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    tally
+}

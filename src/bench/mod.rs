@@ -1,0 +1,346 @@
+//! `signalbox bench`: a load generator for any server that speaks the native protocol
+//! (SPEC §3) and `POST /api/publish`.
+//!
+//! It owns the client and publisher sides of a run, the `/proc` readings of the server
+//! under test, and the report. It never touches the gateway's internals: it measures
+//! Signalbox and the peer servers in `bench/peers/` the same way.
+
+mod client;
+mod procstat;
+mod publisher;
+mod report;
+mod scan;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use client::{ClientConfig, ClientTally, Shared};
+use publisher::{PublishPlan, PublishStats};
+pub use report::Report;
+
+/// Preset load shapes (flags override their values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// 10k connections on 100 topics, no publishing: memory per connection.
+    Idle,
+    /// 5k subscribers on one topic, 200 publishes/s for 10 s: CPU per delivery.
+    Fanout,
+    /// 5k topics with one subscriber each, 5,000 publishes/s: CPU per publish + delivery.
+    Many,
+    /// 1k connections on 10 topics, 100 publishes/s: end-to-end latency.
+    Latency,
+    /// As many connections as the 20,000-fd limit allows (19k), light publishing.
+    Scale,
+}
+
+/// Flags of `signalbox bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// A preset; the flags below override its values.
+    #[arg(long, value_enum)]
+    pub scenario: Option<Scenario>,
+    /// Server address (HTTP and WebSocket on the same port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub server: SocketAddr,
+    /// Subscriber connections.
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Topics; client i subscribes to `bench:{i % topics}`.
+    #[arg(long)]
+    pub topics: Option<usize>,
+    /// Publishes per second (all publishers together); 0 = none.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Measured duration, after the warm-up.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Publishing before measurement starts.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Bytes of padding in each event.
+    #[arg(long)]
+    pub payload: Option<usize>,
+    /// Concurrent publisher connections.
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 200)]
+    pub connect_concurrency: usize,
+    /// API key for `/api/publish` (default: the first of SIGNALBOX_API_KEYS, if set).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Client token (default: minted from SIGNALBOX_JWT_SECRET with topics `bench:*`, or none).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// PID of the server, for its RSS and CPU from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Name of the server under test, for the report.
+    #[arg(long, default_value = "signalbox")]
+    pub label: String,
+    /// Directory for report.json and the plots.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// No live progress bars (for scripts).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The resolved shape of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    /// The preset, if any.
+    pub scenario: Option<Scenario>,
+    /// Subscriber connections.
+    pub connections: usize,
+    /// Topics.
+    pub topics: usize,
+    /// Publishes per second.
+    pub rate: f64,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Warm-up seconds.
+    pub warmup_s: f64,
+    /// Padding bytes per event.
+    pub payload: usize,
+    /// Publisher connections.
+    pub publishers: usize,
+}
+
+impl BenchArgs {
+    fn plan(&self) -> Plan {
+        // (connections, topics, rate, duration s, warm-up s, payload, publishers)
+        let preset = match self.scenario {
+            Some(Scenario::Idle) => (10_000, 100, 0.0, 5.0, 0.0, 64, 1),
+            Some(Scenario::Fanout) => (5_000, 1, 200.0, 10.0, 2.0, 64, 1),
+            Some(Scenario::Many) => (5_000, 5_000, 5_000.0, 10.0, 2.0, 64, 8),
+            Some(Scenario::Latency) => (1_000, 10, 100.0, 10.0, 2.0, 64, 2),
+            Some(Scenario::Scale) => (19_000, 100, 100.0, 10.0, 2.0, 64, 2),
+            None => (1_000, 10, 100.0, 10.0, 2.0, 64, 2),
+        };
+        Plan {
+            scenario: self.scenario,
+            connections: self.connections.unwrap_or(preset.0),
+            topics: self.topics.unwrap_or(preset.1).max(1),
+            rate: self.rate.unwrap_or(preset.2),
+            duration_s: self.duration.map_or(preset.3, |d| d.as_secs_f64()),
+            warmup_s: self.warmup.map_or(preset.4, |d| d.as_secs_f64()),
+            payload: self.payload.unwrap_or(preset.5),
+            publishers: self.publishers.unwrap_or(preset.6).max(1),
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Too many clients failed to connect.
+    #[error("{failed} of {total} connections failed; first error: {first}")]
+    Connect {
+        /// Failures.
+        failed: usize,
+        /// Attempts.
+        total: usize,
+        /// The first error.
+        first: String,
+    },
+    /// Writing the report failed.
+    #[error("cannot write the report: {0}")]
+    Report(String),
+}
+
+fn token_query(args: &BenchArgs) -> String {
+    let secret = std::env::var("SIGNALBOX_JWT_SECRET").ok().filter(|s| !s.is_empty());
+    let token = args.token.clone().or_else(|| {
+        let mint = crate::cli::TokenArgs {
+            sub: "bench".into(),
+            ttl: Duration::from_secs(24 * 3600),
+            claims: Vec::new(),
+            topics: Some("bench:*".into()),
+        };
+        crate::token::mint(&mint, secret.as_deref()).ok()
+    });
+    token.map(|t| format!("?token={t}")).unwrap_or_default()
+}
+
+fn api_key(args: &BenchArgs) -> Option<String> {
+    args.api_key.clone().or_else(|| {
+        std::env::var("SIGNALBOX_API_KEYS").ok()?.split(',').map(str::trim).find(|k| !k.is_empty()).map(String::from)
+    })
+}
+
+fn progress(quiet: bool, len: u64, message: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec} ({elapsed})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_owned());
+    bar
+}
+
+/// Runs one benchmark and writes its report.
+pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    let plan = args.plan();
+    let shared = Arc::new(Shared::new());
+    let config = ClientConfig { server: args.server, query: token_query(&args) };
+    let sample = |pid: Option<u32>| pid.and_then(procstat::sample);
+    let server_before = sample(args.server_pid);
+
+    // Connect.
+    let bar = progress(args.quiet, plan.connections as u64, "connecting");
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let connect_started = Instant::now();
+    let mut attempts = Vec::with_capacity(plan.connections);
+    for i in 0..plan.connections {
+        let (gate, config, bar) = (gate.clone(), config.clone(), bar.clone());
+        let topic = i % plan.topics;
+        attempts.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let result = client::connect(&config, i, topic).await;
+            bar.inc(1);
+            result
+        }));
+    }
+    let stop_clients = CancellationToken::new();
+    let mut readers = Vec::with_capacity(plan.connections);
+    let mut connect_times = client::latency_histogram();
+    let (mut failed, mut first_error) = (0usize, String::new());
+    for (i, attempt) in attempts.into_iter().enumerate() {
+        match attempt.await {
+            Ok(Ok((ws, tally))) => {
+                let _ = connect_times.record(tally.connect_time.as_nanos() as u64);
+                readers.push(tokio::spawn(client::receive(ws, tally, i, shared.clone(), stop_clients.clone())));
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                if first_error.is_empty() {
+                    first_error = e.to_string();
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if first_error.is_empty() {
+                    first_error = e.to_string();
+                }
+            }
+        }
+    }
+    let connect_elapsed = connect_started.elapsed();
+    bar.finish_and_clear();
+    if failed * 100 > plan.connections.max(1) {
+        stop_clients.cancel();
+        return Err(BenchError::Connect { failed, total: plan.connections, first: first_error });
+    }
+    // Let the server settle, then read its memory with every client connected and idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server_idle = sample(args.server_pid);
+
+    // Publish: warm-up, then the measured window.
+    let stats = Arc::new(PublishStats::new(plan.topics));
+    let stop_publishing = CancellationToken::new();
+    let publishing = (plan.rate > 0.0).then(|| {
+        let publish_plan = PublishPlan {
+            server: args.server,
+            api_key: api_key(&args),
+            rate: plan.rate,
+            publishers: plan.publishers,
+            topics: plan.topics,
+            payload: plan.payload,
+        };
+        tokio::spawn(publisher::run(publish_plan, shared.clone(), stats.clone(), stop_publishing.clone()))
+    });
+    let bar = progress(args.quiet, (plan.warmup_s + plan.duration_s).ceil() as u64, "running");
+    let mut timeline = Vec::new();
+    let mut last_received = shared.received.load(Ordering::Relaxed);
+    let run_started = Instant::now();
+    let mut window: Option<report::WindowStart> = None;
+    let total = Duration::from_secs_f64(plan.warmup_s + plan.duration_s);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    while run_started.elapsed() < total {
+        let warmup_over = run_started.elapsed() >= Duration::from_secs_f64(plan.warmup_s);
+        if warmup_over && window.is_none() {
+            shared.window.0.store(shared.now_ns(), Ordering::Relaxed);
+            let received = shared.received.load(Ordering::Relaxed);
+            let accepted = stats.accepted.load(Ordering::Relaxed);
+            window = Some(report::WindowStart {
+                at: Instant::now(),
+                received,
+                accepted,
+                server: sample(args.server_pid),
+                bench: procstat::sample(std::process::id()),
+            });
+        }
+        let left = total.saturating_sub(run_started.elapsed());
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = tokio::time::sleep(left) => {}
+        }
+        let received = shared.received.load(Ordering::Relaxed);
+        timeline.push((run_started.elapsed().as_secs_f64(), received.saturating_sub(last_received)));
+        last_received = received;
+        bar.inc(1);
+    }
+    shared.window.1.store(shared.now_ns(), Ordering::Relaxed);
+    let window_end = (Instant::now(), shared.received.load(Ordering::Relaxed), stats.accepted.load(Ordering::Relaxed));
+    let server_end = sample(args.server_pid);
+    let bench_end = procstat::sample(std::process::id());
+    stop_publishing.cancel();
+    if let Some(p) = publishing {
+        let _ = p.await;
+    }
+    bar.finish_and_clear();
+    // Drain: wait until nothing has arrived for a second.
+    let mut idle_since = Instant::now();
+    let mut seen = shared.received.load(Ordering::Relaxed);
+    while idle_since.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = shared.received.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            idle_since = Instant::now();
+        }
+    }
+    stop_clients.cancel();
+    let mut tallies: Vec<ClientTally> = Vec::with_capacity(readers.len());
+    for r in readers {
+        if let Ok(t) = r.await {
+            tallies.push(t);
+        }
+    }
+    let inputs = report::Inputs {
+        label: args.label.clone(),
+        plan,
+        connect_elapsed,
+        connect_times,
+        connect_failures: failed,
+        tallies,
+        final_offsets: stats.last_offset.iter().map(|o| o.load(Ordering::Relaxed)).collect(),
+        published: stats.accepted.load(Ordering::Relaxed),
+        publish_failures: stats.failed.load(Ordering::Relaxed),
+        round_trip: stats.round_trip.lock().clone(),
+        latency: shared.latency(),
+        timeline,
+        server_before,
+        server_idle,
+        window_start: window,
+        window_end,
+        server_end,
+        bench_end,
+    };
+    let report = Report::build(inputs);
+    report.write(&args.out).map_err(|e| BenchError::Report(e.to_string()))?;
+    Ok(report)
+}

@@ -1,0 +1,304 @@
+//! The run's results: computed from raw counts, printed as a table, written as JSON and
+//! plotted (latency distribution, deliveries over time) as SVG.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use super::Plan;
+use super::client::ClientTally;
+use super::procstat::ProcSample;
+
+/// Counters read when the measured window opens.
+pub struct WindowStart {
+    pub(super) at: Instant,
+    pub(super) received: u64,
+    pub(super) accepted: u64,
+    pub(super) server: Option<ProcSample>,
+    pub(super) bench: Option<ProcSample>,
+}
+
+/// Raw measurements of a run.
+pub struct Inputs {
+    pub(super) label: String,
+    pub(super) plan: Plan,
+    pub(super) connect_elapsed: Duration,
+    pub(super) connect_times: Histogram<u64>,
+    pub(super) connect_failures: usize,
+    pub(super) tallies: Vec<ClientTally>,
+    pub(super) final_offsets: Vec<u64>,
+    pub(super) published: u64,
+    pub(super) publish_failures: u64,
+    pub(super) round_trip: Histogram<u64>,
+    pub(super) latency: Histogram<u64>,
+    pub(super) timeline: Vec<(f64, u64)>,
+    pub(super) server_before: Option<ProcSample>,
+    pub(super) server_idle: Option<ProcSample>,
+    pub(super) window_start: Option<WindowStart>,
+    pub(super) window_end: (Instant, u64, u64),
+    pub(super) server_end: Option<ProcSample>,
+    pub(super) bench_end: Option<ProcSample>,
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th.
+    pub p90_ms: f64,
+    /// 99th.
+    pub p99_ms: f64,
+    /// 99.9th.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// The report (also `report.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Server under test.
+    pub label: String,
+    /// The run's shape.
+    pub plan: Plan,
+    /// Connections established.
+    pub connected: usize,
+    /// Connections that failed.
+    pub connect_failures: usize,
+    /// Seconds to open every connection.
+    pub connect_seconds: f64,
+    /// Time from TCP connect to `subscribed`.
+    pub connect_time: Percentiles,
+    /// Server RSS growth per connection (bytes), idle, all subscribed.
+    pub server_rss_per_connection: Option<f64>,
+    /// Server RSS with every client connected (bytes).
+    pub server_rss_idle: Option<u64>,
+    /// Publishes answered 200 (whole run).
+    pub published: u64,
+    /// Publishes that failed.
+    pub publish_failures: u64,
+    /// Publishes per second accepted in the measured window.
+    pub publish_rate: f64,
+    /// Deliveries per second in the measured window.
+    pub deliveries_per_second: f64,
+    /// Events expected by subscribers (from the final offsets).
+    pub expected: u64,
+    /// Events received.
+    pub received: u64,
+    /// Expected events never received.
+    pub lost: u64,
+    /// Events received twice or out of order.
+    pub duplicates: u64,
+    /// Server CPU per delivery in the window, µs.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Server CPU per publish (with its deliveries) in the window, µs.
+    pub server_cpu_us_per_publish: Option<f64>,
+    /// Server CPU use in the window, fraction of one core.
+    pub server_cpu_cores: Option<f64>,
+    /// The load generator's own CPU in the window, fraction of one core.
+    pub bench_cpu_cores: Option<f64>,
+    /// Publisher send → client receive.
+    pub latency: Percentiles,
+    /// HTTP publish round trip.
+    pub publish_round_trip: Percentiles,
+    /// (seconds since start, deliveries in that second).
+    pub timeline: Vec<(f64, u64)>,
+    #[serde(skip)]
+    latency_histogram: Histogram<u64>,
+}
+
+impl Report {
+    /// Computes the report.
+    pub fn build(i: Inputs) -> Self {
+        let mut expected = 0u64;
+        let mut received = 0u64;
+        let mut duplicates = 0u64;
+        for t in &i.tallies {
+            let last = i.final_offsets.get(t.topic).copied().unwrap_or(0);
+            expected += last.saturating_sub(t.start_offset);
+            received += t.received;
+            duplicates += t.duplicates;
+        }
+        let lost = expected.saturating_sub(received.saturating_sub(duplicates));
+        let rss_per_conn = match (i.server_before, i.server_idle) {
+            (Some(b), Some(a)) if !i.tallies.is_empty() => {
+                Some((a.rss_bytes as f64 - b.rss_bytes as f64) / i.tallies.len() as f64)
+            }
+            _ => None,
+        };
+        let (mut publish_rate, mut deliveries_per_second) = (0.0, 0.0);
+        let (mut cpu_per_delivery, mut cpu_per_publish, mut server_cores, mut bench_cores) = (None, None, None, None);
+        if let Some(WindowStart {
+            at: start,
+            received: received0,
+            accepted: accepted0,
+            server: server0,
+            bench: bench0,
+        }) = i.window_start
+        {
+            let (end, received1, accepted1) = i.window_end;
+            let secs = end.duration_since(start).as_secs_f64().max(1e-9);
+            let deliveries = received1.saturating_sub(received0);
+            let publishes = accepted1.saturating_sub(accepted0);
+            publish_rate = publishes as f64 / secs;
+            deliveries_per_second = deliveries as f64 / secs;
+            if let (Some(s0), Some(s1)) = (server0, i.server_end) {
+                let cpu = s1.cpu.saturating_sub(s0.cpu).as_secs_f64();
+                server_cores = Some(cpu / secs);
+                cpu_per_delivery = (deliveries > 0).then(|| cpu * 1e6 / deliveries as f64);
+                cpu_per_publish = (publishes > 0).then(|| cpu * 1e6 / publishes as f64);
+            }
+            if let (Some(b0), Some(b1)) = (bench0, i.bench_end) {
+                bench_cores = Some(b1.cpu.saturating_sub(b0.cpu).as_secs_f64() / secs);
+            }
+        }
+        Self {
+            label: i.label,
+            plan: i.plan,
+            connected: i.tallies.len(),
+            connect_failures: i.connect_failures,
+            connect_seconds: i.connect_elapsed.as_secs_f64(),
+            connect_time: Percentiles::of(&i.connect_times),
+            server_rss_per_connection: rss_per_conn,
+            server_rss_idle: i.server_idle.map(|s| s.rss_bytes),
+            published: i.published,
+            publish_failures: i.publish_failures,
+            publish_rate,
+            deliveries_per_second,
+            expected,
+            received,
+            lost,
+            duplicates,
+            server_cpu_us_per_delivery: cpu_per_delivery,
+            server_cpu_us_per_publish: cpu_per_publish,
+            server_cpu_cores: server_cores,
+            bench_cpu_cores: bench_cores,
+            latency: Percentiles::of(&i.latency),
+            publish_round_trip: Percentiles::of(&i.round_trip),
+            timeline: i.timeline,
+            latency_histogram: i.latency,
+        }
+    }
+
+    /// Writes `report.json`, `latency.svg` and `throughput.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join("report.json"), json)?;
+        if self.latency.count > 0 {
+            self.plot_latency(&dir.join("latency.svg")).map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        if !self.timeline.is_empty() {
+            self.plot_timeline(&dir.join("throughput.svg")).map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn plot_latency(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        // Latency against percentile on a "nines" axis: x = -log10(1 - q).
+        let points: Vec<(f64, f64)> = [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999]
+            .iter()
+            .map(|q| (-(1.0f64 - q).log10(), self.latency_histogram.value_at_quantile(*q) as f64 / 1e6))
+            .collect();
+        let max_ms = points.iter().map(|p| p.1).fold(0.0, f64::max).max(0.01) * 1.1;
+        let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: publish → receive latency", self.label), ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..4.0, 0.0..max_ms)?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (ms)")
+            .x_label_formatter(&|x| format!("{:.2}%", 100.0 * (1.0 - 10f64.powf(-x))))
+            .draw()?;
+        chart.draw_series(LineSeries::new(points.clone(), &BLUE))?;
+        chart.draw_series(points.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))?;
+        root.present()?;
+        Ok(())
+    }
+
+    fn plot_timeline(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        let max = self.timeline.iter().map(|p| p.1).max().unwrap_or(1).max(1) as f64 * 1.1;
+        let end = self.timeline.last().map_or(1.0, |p| p.0).max(1.0);
+        let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: deliveries per second", self.label), ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..end, 0.0..max)?;
+        chart.configure_mesh().x_desc("seconds").y_desc("deliveries/s").draw()?;
+        chart.draw_series(LineSeries::new(self.timeline.iter().map(|(t, n)| (*t, *n as f64)), &RED))?;
+        root.present()?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("n/a (pass --server-pid)".to_owned(), |v| format!("{v:.2}{unit}"));
+        writeln!(f, "server                 {}", self.label)?;
+        writeln!(
+            f,
+            "connections            {} ok, {} failed, opened in {:.2} s (p50 {:.2} ms, p99 {:.2} ms)",
+            self.connected,
+            self.connect_failures,
+            self.connect_seconds,
+            self.connect_time.p50_ms,
+            self.connect_time.p99_ms
+        )?;
+        writeln!(f, "server RSS/connection  {}", opt(self.server_rss_per_connection.map(|b| b / 1024.0), " KiB"))?;
+        writeln!(
+            f,
+            "publishes              {} ok, {} failed; {:.1}/s in the window (asked {:.1}/s)",
+            self.published, self.publish_failures, self.publish_rate, self.plan.rate
+        )?;
+        writeln!(
+            f,
+            "deliveries             {:.0}/s; expected {}, received {}, lost {}, duplicates {}",
+            self.deliveries_per_second, self.expected, self.received, self.lost, self.duplicates
+        )?;
+        writeln!(
+            f,
+            "server CPU             {} per delivery, {} per publish, {} cores",
+            opt(self.server_cpu_us_per_delivery, " µs"),
+            opt(self.server_cpu_us_per_publish, " µs"),
+            opt(self.server_cpu_cores, "")
+        )?;
+        writeln!(f, "bench CPU              {} cores", opt(self.bench_cpu_cores, ""))?;
+        let l = &self.latency;
+        writeln!(
+            f,
+            "latency (ms)           p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  (n={})",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
+        )?;
+        let r = &self.publish_round_trip;
+        write!(f, "publish round trip     p50 {:.3} ms  p99 {:.3} ms", r.p50_ms, r.p99_ms)
+    }
+}
