@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod bench;
 mod binary;
 mod delivery;
 mod limits;
