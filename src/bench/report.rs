@@ -261,8 +261,12 @@ impl Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let opt =
-            |v: Option<f64>, unit: &str| v.map_or("n/a (pass --server-pid)".to_owned(), |v| format!("{v:.2}{unit}"));
+        let has_pid = self.server_rss_idle.is_some();
+        let opt = |v: Option<f64>, unit: &str| match v {
+            Some(v) => format!("{v:.2}{unit}"),
+            None if has_pid => "n/a".to_owned(),
+            None => "n/a (pass --server-pid)".to_owned(),
+        };
         writeln!(f, "server                 {}", self.label)?;
         writeln!(
             f,
