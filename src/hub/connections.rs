@@ -109,9 +109,4 @@ impl ConnectionRegistry {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
-
-    /// Every open connection (for shutdown).
-    pub fn all(&self) -> Vec<Arc<ConnectionHandle>> {
-        self.by_id.iter().map(|e| e.value().clone()).collect()
-    }
 }

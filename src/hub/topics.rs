@@ -66,11 +66,6 @@ impl TopicRegistry {
         self.topics.get(topic).map(|e| e.value().clone()).map_or(0, |e| e.inner.lock().subscribers.len())
     }
 
-    /// Number of topics with local subscribers.
-    pub fn topic_count(&self) -> usize {
-        self.topics.len()
-    }
-
     pub(super) async fn subscribe(
         &self,
         broker: &dyn Broker,
@@ -78,7 +73,9 @@ impl TopicRegistry {
         topic: &Topic,
         reply: Option<&(dyn Fn(&StreamPosition) -> FrameText + Sync)>,
     ) -> Result<StreamPosition, SubscribeError> {
-        if !conn.holds(topic) && conn.topic_count() >= self.max_subscriptions {
+        // Subscribes of one connection run one at a time (its reader), so `holds` is exact.
+        let already = conn.holds(topic);
+        if !already && conn.topic_count() >= self.max_subscriptions {
             return Err(SubscribeError::TooMany(self.max_subscriptions));
         }
         // Join first, then ask the broker: every event assigned after that answer is
@@ -105,7 +102,6 @@ impl TopicRegistry {
                 _ => position,
             };
             inner.last = Some(start.clone());
-            let already = inner.subscribers.iter().any(|s| Arc::ptr_eq(&s.conn, conn));
             if !already {
                 inner.subscribers.push(Subscriber { conn: conn.clone(), after_offset: start.offset });
             }
