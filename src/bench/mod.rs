@@ -218,21 +218,15 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let mut connect_times = client::latency_histogram();
     let (mut failed, mut first_error) = (0usize, String::new());
     for (i, attempt) in attempts.into_iter().enumerate() {
-        match attempt.await {
-            Ok(Ok((ws, tally))) => {
+        match attempt.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok((ws, tally)) => {
                 let _ = connect_times.record(tally.connect_time.as_nanos() as u64);
                 readers.push(tokio::spawn(client::receive(ws, tally, i, shared.clone(), stop_clients.clone())));
-            }
-            Ok(Err(e)) => {
-                failed += 1;
-                if first_error.is_empty() {
-                    first_error = e.to_string();
-                }
             }
             Err(e) => {
                 failed += 1;
                 if first_error.is_empty() {
-                    first_error = e.to_string();
+                    first_error = e;
                 }
             }
         }
