@@ -144,7 +144,10 @@ impl BenchArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// Too many clients failed to connect.
-    #[error("{failed} of {total} connections failed; first error: {first}")]
+    #[error(
+        "{failed} of {total} connections failed; first error: {first}. Check --server, and give a token \
+         (--token, or SIGNALBOX_JWT_SECRET to mint one with topics bench:*) unless the server runs with --dev"
+    )]
     Connect {
         /// Failures.
         failed: usize,

@@ -56,5 +56,5 @@ async fn bench_reports_refused_connections_instead_of_measuring_nothing() {
     let mut a = args(&gw, &out);
     a.token = Some("not-a-token".into());
     let err = signalbox::bench::run(a).await.unwrap_err().to_string();
-    assert!(err.contains("40 of 40 connections failed"), "{err}");
+    assert!(err.contains("40 of 40 connections failed") && err.contains("--token"), "{err}");
 }
