@@ -28,7 +28,7 @@ pub enum Command {
     CheckConfig,
     /// Print a commented TOML file with every setting and its default.
     DefaultConfig,
-    /// Load-test a server that speaks the native protocol (this one or a peer).
+    /// Load-test a server that speaks the native protocol or Socket.IO (this one or a peer).
     Bench(crate::bench::BenchArgs),
 }
 

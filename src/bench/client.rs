@@ -2,8 +2,9 @@
 //!
 //! Each client connects (from a spread of 127.0.0.x source addresses when there are more
 //! connections than one source address has ports), subscribes to its topic with the
-//! native protocol, then counts what it receives: per-topic offsets give loss and
-//! duplicates; the publisher's `sent` stamp gives latency. Frames are scanned in place.
+//! native protocol or Socket.IO (`--protocol`), then counts what it receives: per-topic
+//! offsets give loss and duplicates; the publisher's `sent` stamp gives latency. Frames
+//! are scanned in place. Socket.IO clients also answer the server's Engine.IO pings.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use super::Protocol;
 use super::scan::FrameScanner;
+use super::socketio::{self, Packet};
 
 /// Ports one source address can use towards one server port, with margin.
 const PORTS_PER_SOURCE: usize = 25_000;
@@ -96,8 +99,24 @@ pub struct ClientTally {
 pub struct ClientConfig {
     /// Server address.
     pub server: SocketAddr,
-    /// Query string appended to `/ws` (e.g. `?token=…`).
-    pub query: String,
+    /// The subscribers' protocol.
+    pub protocol: Protocol,
+    /// Client token, sent as the `token` query parameter.
+    pub token: Option<String>,
+}
+
+impl ClientConfig {
+    /// The WebSocket URL for the protocol, with the token if any.
+    fn url(&self) -> String {
+        let (path, separator) = match self.protocol {
+            Protocol::Native => ("/ws", '?'),
+            Protocol::SocketIo => (socketio::HANDSHAKE_PATH, '&'),
+        };
+        match &self.token {
+            Some(token) => format!("ws://{}{path}{separator}token={token}", self.server),
+            None => format!("ws://{}{path}", self.server),
+        }
+    }
 }
 
 type Socket = WebSocketStream<TcpStream>;
@@ -120,37 +139,26 @@ fn source_address(index: usize) -> Option<IpAddr> {
     (block > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last_octet)))
 }
 
+fn io(e: &dyn std::fmt::Display) -> ClientError {
+    ClientError::Io(e.to_string())
+}
+
 /// Connects client `index`, subscribes it to `bench:{topic}`.
 pub async fn connect(config: &ClientConfig, index: usize, topic: usize) -> Result<(Socket, ClientTally), ClientError> {
     let started = Instant::now();
-    let io = |e: &dyn std::fmt::Display| ClientError::Io(e.to_string());
     let socket = TcpSocket::new_v4().map_err(|e| io(&e))?;
     if let Some(ip) = source_address(index) {
         socket.bind(SocketAddr::new(ip, 0)).map_err(|e| io(&e))?;
     }
     let stream = socket.connect(config.server).await.map_err(|e| io(&e))?;
     let _ = stream.set_nodelay(true);
-    let url = format!("ws://{}/ws{}", config.server, config.query);
     // Small buffers: the load generator holds as many sockets as the server.
     let ws_config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (mut ws, _) = client_async_with_config(url, stream, Some(ws_config)).await.map_err(|e| io(&e))?;
-    let connected = next_text(&mut ws).await?;
-    if !connected.contains("\"connected\"") {
-        return Err(ClientError::Protocol(connected));
-    }
-    let subscribe = format!(r#"{{"action":"subscribe","topic":"bench:{topic}","requestId":"s"}}"#);
-    ws.send(Message::text(subscribe)).await.map_err(|e| io(&e))?;
-    // Skip anything before our reply (e.g. frames of automatic subscriptions).
-    let reply = loop {
-        let text = next_text(&mut ws).await?;
-        if text.contains("\"subscribed\"") || text.contains("\"error\"") {
-            break text;
-        }
+    let (mut ws, _) = client_async_with_config(config.url(), stream, Some(ws_config)).await.map_err(|e| io(&e))?;
+    let start_offset = match config.protocol {
+        Protocol::Native => subscribe_native(&mut ws, topic).await?,
+        Protocol::SocketIo => subscribe_socketio(&mut ws, topic).await?,
     };
-    if !reply.contains("\"subscribed\"") {
-        return Err(ClientError::Protocol(reply));
-    }
-    let start_offset = FrameScanner::default().scan(reply.as_bytes()).map_or(0, |s| s.offset);
     let tally = ClientTally {
         topic,
         start_offset,
@@ -159,6 +167,70 @@ pub async fn connect(config: &ClientConfig, index: usize, topic: usize) -> Resul
         ..Default::default()
     };
     Ok((ws, tally))
+}
+
+/// Native protocol: `connected`, then `subscribe` → `subscribed`; returns its offset.
+async fn subscribe_native(ws: &mut Socket, topic: usize) -> Result<u64, ClientError> {
+    let connected = next_text(ws).await?;
+    if !connected.contains("\"connected\"") {
+        return Err(ClientError::Protocol(connected));
+    }
+    let subscribe = format!(r#"{{"action":"subscribe","topic":"bench:{topic}","requestId":"s"}}"#);
+    ws.send(Message::text(subscribe)).await.map_err(|e| io(&e))?;
+    // Skip anything before our reply (e.g. frames of automatic subscriptions).
+    let reply = loop {
+        let text = next_text(ws).await?;
+        if text.contains("\"subscribed\"") || text.contains("\"error\"") {
+            break text;
+        }
+    };
+    if !reply.contains("\"subscribed\"") {
+        return Err(ClientError::Protocol(reply));
+    }
+    Ok(FrameScanner::default().scan(reply.as_bytes()).map_or(0, |s| s.offset))
+}
+
+/// Socket.IO: Engine.IO OPEN, namespace CONNECT, then the `subscribe` emit answered by a
+/// `subscribed` event or the ack; returns the reply's offset. Pings are answered throughout.
+async fn subscribe_socketio(ws: &mut Socket, topic: usize) -> Result<u64, ClientError> {
+    let open = next_socketio(ws).await?;
+    if socketio::classify(open.as_bytes()) != Packet::Open {
+        return Err(ClientError::Protocol(open));
+    }
+    ws.send(Message::text(socketio::CONNECT)).await.map_err(|e| io(&e))?;
+    loop {
+        let text = next_socketio(ws).await?;
+        match socketio::classify(text.as_bytes()) {
+            Packet::Connected => break,
+            Packet::ConnectError | Packet::Close => return Err(ClientError::Protocol(text)),
+            _ => {}
+        }
+    }
+    ws.send(Message::text(socketio::subscribe(topic))).await.map_err(|e| io(&e))?;
+    // Skip anything before the reply (e.g. a welcome event).
+    loop {
+        let text = next_socketio(ws).await?;
+        let packet = socketio::classify(text.as_bytes());
+        if socketio::is_subscribe_reply(&packet) {
+            return Ok(FrameScanner::default().scan(text.as_bytes()).map_or(0, |s| s.offset));
+        }
+        match packet {
+            Packet::Close => return Err(ClientError::Protocol(text)),
+            Packet::Event { name, .. } if name == b"error" => return Err(ClientError::Protocol(text)),
+            _ => {}
+        }
+    }
+}
+
+/// The next Socket.IO text frame that is not an Engine.IO PING (those are answered).
+async fn next_socketio(ws: &mut Socket) -> Result<String, ClientError> {
+    loop {
+        let text = next_text(ws).await?;
+        if socketio::classify(text.as_bytes()) != Packet::Ping {
+            return Ok(text);
+        }
+        ws.send(Message::text(socketio::PONG)).await.map_err(|e| io(&e))?;
+    }
 }
 
 async fn next_text(ws: &mut Socket) -> Result<String, ClientError> {
@@ -178,6 +250,7 @@ pub async fn receive(
     mut ws: Socket,
     mut tally: ClientTally,
     index: usize,
+    protocol: Protocol,
     shared: Arc<Shared>,
     stop: tokio_util::sync::CancellationToken,
 ) -> ClientTally {
@@ -194,7 +267,17 @@ pub async fn receive(
             }
             break;
         };
-        let Some(event) = scanner.scan(text.as_bytes()) else { continue };
+        let body = match protocol {
+            Protocol::Native => Some(text.as_bytes()),
+            Protocol::SocketIo => {
+                let packet = socketio::classify(text.as_bytes());
+                if packet == Packet::Ping && ws.send(Message::text(socketio::PONG)).await.is_err() {
+                    break;
+                }
+                socketio::delivery(&packet)
+            }
+        };
+        let Some(event) = body.and_then(|b| scanner.scan(b)) else { continue };
         tally.received += 1;
         shared.received.fetch_add(1, Ordering::Relaxed);
         // Loss is derived at the end (expected offsets vs. unique ones received).
@@ -218,6 +301,19 @@ pub async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_per_protocol_carry_the_token() {
+        let server: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let mut config = ClientConfig { server, protocol: Protocol::Native, token: None };
+        assert_eq!(config.url(), "ws://127.0.0.1:9000/ws");
+        config.token = Some("t.k.n".into());
+        assert_eq!(config.url(), "ws://127.0.0.1:9000/ws?token=t.k.n");
+        config.protocol = Protocol::SocketIo;
+        assert_eq!(config.url(), "ws://127.0.0.1:9000/socket.io/?EIO=4&transport=websocket&token=t.k.n");
+        config.token = None;
+        assert_eq!(config.url(), "ws://127.0.0.1:9000/socket.io/?EIO=4&transport=websocket");
+    }
 
     #[test]
     fn source_addresses_spread_past_one_address_and_never_overflow() {

@@ -1,5 +1,5 @@
 //! `signalbox bench`: a load generator for any server that speaks the native protocol
-//! (SPEC §3) and `POST /api/publish`.
+//! (SPEC §3) or Socket.IO v4 (`--protocol socketio`), and `POST /api/publish`.
 //!
 //! It owns the client and publisher sides of a run, the `/proc` readings of the server
 //! under test, and the report. It never touches the gateway's internals: it measures
@@ -10,6 +10,7 @@ mod procstat;
 mod publisher;
 mod report;
 mod scan;
+mod socketio;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,30 @@ pub enum Scenario {
     Scale,
 }
 
+/// How the subscriber clients talk to the server (publishing is always `POST /api/publish`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// The native protocol at `/ws` (SPEC §3).
+    #[default]
+    Native,
+    /// Socket.IO v4 (Engine.IO v4 over WebSocket) at `/socket.io/`: emits `subscribe` with
+    /// `{"topic"}` and counts every event that carries an `offset`.
+    #[value(name = "socketio")]
+    #[serde(rename = "socketio")]
+    SocketIo,
+}
+
+impl Protocol {
+    /// The flag value naming it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::SocketIo => "socketio",
+        }
+    }
+}
+
 /// Flags of `signalbox bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -51,6 +76,9 @@ pub struct BenchArgs {
     /// Server address (HTTP and WebSocket on the same port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub server: SocketAddr,
+    /// The subscribers' protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    pub protocol: Protocol,
     /// Subscriber connections.
     #[arg(long)]
     pub connections: Option<usize>,
@@ -100,6 +128,8 @@ pub struct BenchArgs {
 pub struct Plan {
     /// The preset, if any.
     pub scenario: Option<Scenario>,
+    /// The subscribers' protocol.
+    pub protocol: Protocol,
     /// Subscriber connections.
     pub connections: usize,
     /// Topics.
@@ -129,6 +159,7 @@ impl BenchArgs {
         };
         Plan {
             scenario: self.scenario,
+            protocol: self.protocol,
             connections: self.connections.unwrap_or(preset.0),
             topics: self.topics.unwrap_or(preset.1).max(1),
             rate: self.rate.unwrap_or(preset.2),
@@ -161,9 +192,10 @@ pub enum BenchError {
     Report(String),
 }
 
-fn token_query(args: &BenchArgs) -> String {
+/// The client token: `--token`, or one minted from SIGNALBOX_JWT_SECRET, or none.
+fn token(args: &BenchArgs) -> Option<String> {
     let secret = std::env::var("SIGNALBOX_JWT_SECRET").ok().filter(|s| !s.is_empty());
-    let token = args.token.clone().or_else(|| {
+    args.token.clone().or_else(|| {
         let mint = crate::cli::TokenArgs {
             sub: "bench".into(),
             ttl: Duration::from_secs(24 * 3600),
@@ -171,8 +203,7 @@ fn token_query(args: &BenchArgs) -> String {
             topics: Some("bench:*".into()),
         };
         crate::token::mint(&mint, secret.as_deref()).ok()
-    });
-    token.map(|t| format!("?token={t}")).unwrap_or_default()
+    })
 }
 
 fn api_key(args: &BenchArgs) -> Option<String> {
@@ -197,7 +228,7 @@ fn progress(quiet: bool, len: u64, message: &str) -> ProgressBar {
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let plan = args.plan();
     let shared = Arc::new(Shared::new());
-    let config = ClientConfig { server: args.server, query: token_query(&args) };
+    let config = ClientConfig { server: args.server, protocol: plan.protocol, token: token(&args) };
     let sample = |pid: Option<u32>| pid.and_then(procstat::sample);
     let server_before = sample(args.server_pid);
 
@@ -224,7 +255,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         match attempt.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
             Ok((ws, tally)) => {
                 let _ = connect_times.record(tally.connect_time.as_nanos() as u64);
-                readers.push(tokio::spawn(client::receive(ws, tally, i, shared.clone(), stop_clients.clone())));
+                readers.push(tokio::spawn(client::receive(
+                    ws,
+                    tally,
+                    i,
+                    plan.protocol,
+                    shared.clone(),
+                    stop_clients.clone(),
+                )));
             }
             Err(e) => {
                 failed += 1;
@@ -340,4 +378,20 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let report = Report::build(inputs);
     report.write(&args.out).map_err(|e| BenchError::Report(e.to_string()))?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_names_match_the_flag_and_the_report() {
+        for protocol in [Protocol::Native, Protocol::SocketIo] {
+            let flag = protocol.to_possible_value().map(|v| v.get_name().to_owned());
+            assert_eq!(flag.as_deref(), Some(protocol.name()));
+            assert_eq!(serde_json::to_value(protocol).unwrap(), protocol.name());
+        }
+        assert_eq!(Protocol::from_str("socketio", false), Ok(Protocol::SocketIo));
+        assert_eq!(Protocol::default(), Protocol::Native);
+    }
 }

@@ -267,7 +267,7 @@ impl std::fmt::Display for Report {
             None if has_pid => "n/a".to_owned(),
             None => "n/a (pass --server-pid)".to_owned(),
         };
-        writeln!(f, "server                 {}", self.label)?;
+        writeln!(f, "server                 {} ({} protocol)", self.label, self.plan.protocol.name())?;
         writeln!(
             f,
             "connections            {} ok, {} failed, opened in {:.2} s (p50 {:.2} ms, p99 {:.2} ms)",

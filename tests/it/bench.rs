@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use signalbox::bench::{BenchArgs, Scenario};
+use signalbox::bench::{BenchArgs, Protocol, Scenario};
 
 use crate::support::*;
 
@@ -10,6 +10,7 @@ fn args(gw: &TestGateway, out: &std::path::Path) -> BenchArgs {
     BenchArgs {
         scenario: Some(Scenario::Latency),
         server: gw.addr,
+        protocol: Protocol::Native,
         connections: Some(40),
         topics: Some(4),
         rate: Some(200.0),
