@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ApiKeys, Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
 use crate::broker::MemoryBroker;
 use crate::config::Config;
-use crate::hub::{ConnectionRegistry, Hub, TopicRegistry};
+use crate::hub::{CloseReason, ConnectionRegistry, Hub, TopicRegistry};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -94,6 +94,7 @@ impl Gateway {
                 }
             })
         };
+        let liveness = tokio::spawn(crate::ws::liveness::run(state.clone()));
         state.mark_started();
         shutdown.await;
 
@@ -103,6 +104,7 @@ impl Gateway {
         state.mark_draining();
         stop_accepting.cancel();
         state.shutdown.cancel();
+        state.hub.connections.close_all(CloseReason::Shutdown);
         state.tasks.close();
         if timeout(grace, state.tasks.wait()).await.is_err() {
             tracing::warn!(left = state.hub.connections.len(), "grace period over; dropping the remaining connections");
@@ -113,9 +115,30 @@ impl Gateway {
             Err(_) => Ok(()),
         };
         upkeep.abort();
+        liveness.abort();
         tracing::info!("shutdown complete");
         result
     }
+}
+
+/// Pending connections the kernel queues for `accept`. Rust's default (128) overflows
+/// when a few hundred clients reconnect at once: the kernel then drops SYNs and those
+/// clients wait a whole 1 s SYN retransmit. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the listening socket for `addr` (`host:port`; port 0 picks a free port) with a
+/// backlog of [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")))
 }
 
 /// Builds a gateway from `config` and serves on `listener` until `shutdown` resolves.

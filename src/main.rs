@@ -96,7 +96,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(&listen).await {
+        let listener = match signalbox::app::bind(&listen).await {
             Ok(listener) => listener,
             Err(e) => {
                 return fail(&format!(

@@ -100,6 +100,19 @@ impl ConnectionRegistry {
         out
     }
 
+    /// Calls `f` for every registered connection. Holds one shard's read lock at a time,
+    /// so `f` must be quick and must not touch the registry.
+    pub fn for_each(&self, mut f: impl FnMut(&ConnectionHandle)) {
+        for entry in self.by_id.iter() {
+            f(entry.value());
+        }
+    }
+
+    /// Starts closing every registered connection for `reason`.
+    pub fn close_all(&self, reason: super::CloseReason) {
+        self.for_each(|c| c.close(reason));
+    }
+
     /// Number of open connections.
     pub fn len(&self) -> usize {
         self.by_id.len()

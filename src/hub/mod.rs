@@ -2,7 +2,7 @@
 //!
 //! It owns the topic registry (sharded, one lock per topic, never a global lock on the
 //! fan-out path), the connection registry with admission limits, and each connection's
-//! bounded outbound queue. It must never await a client: delivery is `try_send` into the
+//! bounded outbound queue. It must never await a client: delivery is a push into the
 //! queue, and a full queue cuts that connection (4008) instead of slowing anyone else.
 
 mod connections;
@@ -12,7 +12,7 @@ mod topics;
 use std::sync::Arc;
 
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
-pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, OutboundReceiver, QueueLimits};
+pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, WriterWork, monotonic_ms};
 pub use topics::{SubscribeError, TopicRegistry};
 
 use crate::broker::{Broker, BrokerError};

@@ -1,18 +1,30 @@
-//! A connection's bounded outbound queue and its handle in the hub.
+//! A connection's bounded outbound queue, close signal and liveness clock: its handle in
+//! the hub.
+//!
+//! The queue is a `VecDeque` under a mutex that the writer swaps out whole, so a batch of
+//! any size is taken with one lock and an idle connection holds no queue storage beyond a
+//! few slots (a pre-allocated channel block would cost about 1.5 KB per connection). The
+//! handle never waits: producers push and wake, and a full queue closes the connection.
+//! It must never hold its lock across an await or a socket write.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::FrameText;
 use crate::domain::{ConnectionId, Topic, UserId};
 use crate::metrics::Metrics;
+
+/// A writer's batch keeps its storage between batches up to this many frames; beyond it
+/// the storage is released so one burst does not pin memory for the connection's life.
+const RETAINED_BATCH_CAPACITY: usize = 64;
 
 /// Why a connection is being closed; decides the close code (see `ws::close`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +64,29 @@ pub struct OutboundFrame {
     pub published_at: Option<Instant>,
 }
 
+/// What the writer has to do after [`ConnectionHandle::next_outbound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterWork {
+    /// Send a heartbeat ping.
+    pub ping: bool,
+    /// The connection is closing: the batch holds the last frames it will ever get.
+    pub closing: bool,
+}
+
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<OutboundFrame>,
+    bytes: usize,
+    ping: bool,
+}
+
+/// Milliseconds on a process-wide monotonic clock (for the liveness fields, which must be
+/// atomics so the heartbeat sweep can read them without a lock).
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
 /// The hub's handle to one connection: queue frames to it, close it, list its topics.
 pub struct ConnectionHandle {
     /// The connection id.
@@ -62,80 +97,98 @@ pub struct ConnectionHandle {
     pub remote: SocketAddr,
     /// When it connected.
     pub connected_at: SystemTime,
-    tx: mpsc::Sender<OutboundFrame>,
-    queued_bytes: AtomicUsize,
-    max_bytes: usize,
-    cancel: CancellationToken,
+    outbox: Mutex<Outbox>,
+    limits: QueueLimits,
+    writer: AtomicWaker,
+    reader: AtomicWaker,
+    closed: AtomicBool,
     close_reason: OnceLock<CloseReason>,
+    last_heard_ms: AtomicU64,
+    last_ping_ms: AtomicU64,
+    expires_at_unix_s: AtomicU64,
     topics: Mutex<BTreeSet<Topic>>,
     metrics: Metrics,
 }
 
-/// The writer's end of a connection's queue.
-pub struct OutboundReceiver {
-    rx: mpsc::Receiver<OutboundFrame>,
-}
-
-impl OutboundReceiver {
-    /// Waits for frames and moves every ready one (up to `limit`) into `batch`; returns 0
-    /// when the queue is closed.
-    pub async fn recv_batch(&mut self, batch: &mut Vec<OutboundFrame>, limit: usize) -> usize {
-        self.rx.recv_many(batch, limit).await
-    }
-
-    /// Takes one frame that is already queued, without waiting.
-    pub fn try_recv(&mut self) -> Option<OutboundFrame> {
-        self.rx.try_recv().ok()
-    }
-}
-
 impl ConnectionHandle {
-    /// Creates the handle and the receiving end of its queue. `cancel` should be a child
-    /// of the server's shutdown token.
-    pub fn new(
-        id: ConnectionId,
-        user: UserId,
-        remote: SocketAddr,
-        limits: QueueLimits,
-        cancel: CancellationToken,
-        metrics: Metrics,
-    ) -> (Self, OutboundReceiver) {
-        let (tx, rx) = mpsc::channel(limits.frames);
-        let handle = Self {
+    /// Creates the handle of a connection that was just accepted.
+    pub fn new(id: ConnectionId, user: UserId, remote: SocketAddr, limits: QueueLimits, metrics: Metrics) -> Self {
+        let now = monotonic_ms();
+        Self {
             id,
             user,
             remote,
             connected_at: SystemTime::now(),
-            tx,
-            queued_bytes: AtomicUsize::new(0),
-            max_bytes: limits.bytes,
-            cancel,
+            outbox: Mutex::new(Outbox::default()),
+            limits,
+            writer: AtomicWaker::new(),
+            reader: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
             close_reason: OnceLock::new(),
+            last_heard_ms: AtomicU64::new(now),
+            last_ping_ms: AtomicU64::new(now),
+            expires_at_unix_s: AtomicU64::new(0),
             topics: Mutex::new(BTreeSet::new()),
             metrics,
-        };
-        (handle, OutboundReceiver { rx })
+        }
     }
 
     /// Queues a frame without waiting. A full queue (frames or bytes) closes the connection
     /// as a slow consumer and returns `false`; so does a connection already closing.
     pub fn send(&self, text: FrameText, published_at: Option<Instant>) -> bool {
-        if self.cancel.is_cancelled() {
+        if self.is_closing() {
             return false;
         }
-        let len = text.len();
-        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
-        if queued > self.max_bytes || self.tx.try_send(OutboundFrame { text, published_at }).is_err() {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.close(CloseReason::SlowConsumer);
-            return false;
+        {
+            let mut outbox = self.outbox.lock();
+            let bytes = outbox.bytes + text.len();
+            if outbox.frames.len() < self.limits.frames && bytes <= self.limits.bytes {
+                outbox.bytes = bytes;
+                outbox.frames.push_back(OutboundFrame { text, published_at });
+                drop(outbox);
+                self.writer.wake();
+                return true;
+            }
         }
-        true
+        self.close(CloseReason::SlowConsumer);
+        false
     }
 
-    /// Called by the writer for every frame it takes off the queue.
-    pub fn mark_written(&self, bytes: usize) {
-        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    /// Asks the writer to send a heartbeat ping.
+    pub fn request_ping(&self) {
+        self.outbox.lock().ping = true;
+        self.writer.wake();
+    }
+
+    /// The writer's wait: resolves once there are frames, a ping to send, or the connection
+    /// is closing. Queued frames are moved into `batch` (which must be empty) in one swap.
+    pub async fn next_outbound(&self, batch: &mut VecDeque<OutboundFrame>) -> WriterWork {
+        if batch.capacity() > RETAINED_BATCH_CAPACITY {
+            *batch = VecDeque::new();
+        }
+        poll_fn(|cx| {
+            let mut registered = false;
+            loop {
+                let closing = self.is_closing();
+                {
+                    let mut outbox = self.outbox.lock();
+                    if closing || outbox.ping || !outbox.frames.is_empty() {
+                        std::mem::swap(&mut outbox.frames, batch);
+                        outbox.bytes = 0;
+                        let ping = std::mem::take(&mut outbox.ping);
+                        return Poll::Ready(WriterWork { ping, closing });
+                    }
+                }
+                if registered {
+                    return Poll::Pending;
+                }
+                // Register, then look again: a push between the look and the registration
+                // would otherwise be missed.
+                self.writer.register(cx.waker());
+                registered = true;
+            }
+        })
+        .await
     }
 
     /// Starts closing the connection for `reason`; the first reason wins.
@@ -145,23 +198,72 @@ impl ConnectionHandle {
                 self.metrics.slow_consumer_disconnects.increment(1);
                 tracing::warn!(connectionId = %self.id, userId = %self.user, "slow consumer: send queue overflowed, closing with 4008");
             }
-            self.cancel.cancel();
+            self.closed.store(true, Ordering::Release);
+            self.writer.wake();
+            self.reader.wake();
         }
     }
 
-    /// Why the connection is closing (shutdown when only the server's token fired).
+    /// Why the connection is closing (`ClientGone` while it is still open).
     pub fn close_reason(&self) -> CloseReason {
-        self.close_reason.get().copied().unwrap_or(CloseReason::Shutdown)
+        self.close_reason.get().copied().unwrap_or(CloseReason::ClientGone)
     }
 
-    /// Resolves when the connection starts closing.
-    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
+    /// Resolves when the connection starts closing. For the connection's reader only: one
+    /// waiter at a time.
+    pub async fn closing(&self) {
+        poll_fn(|cx| {
+            if self.is_closing() {
+                return Poll::Ready(());
+            }
+            self.reader.register(cx.waker());
+            if self.is_closing() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
     }
 
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Records that the client was heard from (any frame, pongs included).
+    pub fn heard(&self) {
+        self.last_heard_ms.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    /// Sets when the connection's token expires (unix seconds; `None`: never).
+    pub fn set_expiry(&self, unix_seconds: Option<u64>) {
+        self.expires_at_unix_s.store(unix_seconds.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The heartbeat and expiry check, run periodically for every connection by the
+    /// liveness sweep: requests a ping every `ping_interval`, and closes a connection whose
+    /// ping went unanswered for `pong_timeout` or whose token expired.
+    pub fn check_liveness(&self, now_ms: u64, now_unix_s: u64, ping_interval_ms: u64, pong_timeout_ms: u64) {
+        if self.is_closing() {
+            return;
+        }
+        let expires = self.expires_at_unix_s.load(Ordering::Relaxed);
+        if expires != 0 && now_unix_s >= expires {
+            tracing::info!(connectionId = %self.id, userId = %self.user, "token expired; closing with 4001");
+            self.close(CloseReason::TokenExpired);
+            return;
+        }
+        let heard = self.last_heard_ms.load(Ordering::Relaxed);
+        let last_ping = self.last_ping_ms.load(Ordering::Relaxed);
+        if heard < last_ping {
+            // A ping is outstanding.
+            if now_ms.saturating_sub(last_ping) >= pong_timeout_ms {
+                tracing::info!(connectionId = %self.id, userId = %self.user, "no pong within the timeout; dropping the connection");
+                self.close(CloseReason::HeartbeatTimeout);
+            }
+            return;
+        }
+        if now_ms.saturating_sub(last_ping) >= ping_interval_ms {
+            self.last_ping_ms.store(now_ms, Ordering::Relaxed);
+            self.request_ping();
+        }
     }
 
     /// The topics this connection holds.

@@ -6,6 +6,7 @@
 
 mod close;
 mod connection;
+pub mod liveness;
 pub mod protocol;
 mod session;
 mod upgrade;

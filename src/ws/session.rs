@@ -5,7 +5,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use time::OffsetDateTime;
@@ -35,14 +34,8 @@ impl Session {
         let burst = NonZeroU32::new(limits.rate_burst).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst));
         let abuse_threshold = limits.rate_burst.saturating_mul(5);
+        conn.set_expiry(identity.expires_at);
         Self { state, conn, identity, limiter, rejected_in_a_row: 0, abuse_threshold }
-    }
-
-    /// Time left until the token expires (`None`: never, dev-mode anonymous).
-    pub fn time_to_expiry(&self) -> Option<Duration> {
-        let exp = self.identity.expires_at?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Some(Duration::from_secs(exp).saturating_sub(now))
     }
 
     /// Subscribes to `user:<sub>` and `global` without replies.
@@ -181,6 +174,7 @@ impl Session {
         };
         let expires_at = refreshed.expires_at.unwrap_or_default();
         self.identity = refreshed;
+        self.conn.set_expiry(self.identity.expires_at);
         let expires_at = OffsetDateTime::from_unix_timestamp(i64::try_from(expires_at).unwrap_or(i64::MAX))
             .ok()
             .and_then(|t| t.format(&Rfc3339).ok())

@@ -18,7 +18,7 @@ use super::protocol::{frames, resolve_topic};
 use super::session::Session;
 use crate::auth::{AuthError, Identity};
 use crate::domain::{ConnectionId, ErrorCode, Topic};
-use crate::hub::{AdmissionError, ConnectionHandle, QueueLimits};
+use crate::hub::{AdmissionError, CloseReason, ConnectionHandle, QueueLimits};
 use crate::state::AppState;
 
 fn refuse(state: &AppState, status: StatusCode, code: ErrorCode, reason: &'static str, message: &str) -> Response {
@@ -138,24 +138,22 @@ pub async fn ws_handler(
                 frames: state.config.limits.send_queue_events,
                 bytes: state.config.limits.send_queue_bytes,
             };
-            let (handle, queue) = ConnectionHandle::new(
-                id,
-                identity.user.clone(),
-                remote,
-                limits,
-                state.shutdown.child_token(),
-                state.metrics.clone(),
-            );
-            let conn = Arc::new(handle);
+            let conn =
+                Arc::new(ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone()));
             async {
                 state.hub.connections.insert(conn.clone());
+                // Shutdown closes every registered connection; one registered just after
+                // that sweep closes itself here.
+                if state.shutdown.is_cancelled() {
+                    conn.close(CloseReason::Shutdown);
+                }
                 state.metrics.connections.increment(1.0);
                 tracing::info!(remote = %remote, "connected");
                 conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into(), None);
                 let mut session = Session::new(state.clone(), conn.clone(), identity);
                 session.subscribe_automatic().await;
                 session.subscribe_requested(query.topics).await;
-                connection::run(state.clone(), socket, conn.clone(), queue, session).await;
+                connection::run(state.clone(), socket, conn.clone(), session).await;
                 state.hub.topics.detach(&conn);
                 state.hub.connections.remove(&conn.id);
                 state.metrics.connections.decrement(1.0);
