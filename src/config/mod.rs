@@ -230,7 +230,7 @@ impl Default for WebSocketConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(10),
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 512,
             write_buffer_size: 16 * 1024,
         }
     }

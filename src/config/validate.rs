@@ -98,8 +98,8 @@ impl Config {
                 "must be greater than zero",
             ));
         }
-        if w.read_buffer_size < 1024 {
-            return Err(ConfigError::invalid("websocket.read_buffer_size", "must be at least 1024"));
+        if w.read_buffer_size < 256 {
+            return Err(ConfigError::invalid("websocket.read_buffer_size", "must be at least 256"));
         }
         if self.shutdown.grace_period.is_zero() {
             return Err(ConfigError::invalid("shutdown.grace_period", "must be greater than zero"));

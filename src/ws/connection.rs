@@ -99,7 +99,8 @@ async fn write_loop(state: AppState, mut sink: Sink, conn: Arc<ConnectionHandle>
     loop {
         let work = conn.next_outbound(&mut batch).await;
         if work.closing {
-            finish(&state, sink, &conn, batch).await;
+            // Boxed: runs once, and would otherwise size the writer for its whole life.
+            Box::pin(finish(&state, sink, &conn, batch)).await;
             return;
         }
         if write_batch(&state, &mut sink, &mut batch, work.ping).await.is_err() {

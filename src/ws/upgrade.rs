@@ -151,8 +151,13 @@ pub async fn ws_handler(
                 tracing::info!(remote = %remote, "connected");
                 conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into(), None);
                 let mut session = Session::new(state.clone(), conn.clone(), identity);
-                session.subscribe_automatic().await;
-                session.subscribe_requested(query.topics).await;
+                // Boxed: the subscribe path is large and runs once; kept inline it would
+                // size the connection's task for its whole life.
+                Box::pin(async {
+                    session.subscribe_automatic().await;
+                    session.subscribe_requested(query.topics).await;
+                })
+                .await;
                 connection::run(state.clone(), socket, conn.clone(), session).await;
                 state.hub.topics.detach(&conn);
                 state.hub.connections.remove(&conn.id);
