@@ -23,11 +23,13 @@ use super::session::Session;
 use crate::hub::{CloseReason, ConnectionHandle, OutboundFrame};
 use crate::state::AppState;
 
-type Sink = SplitSink<WebSocket, Message>;
+/// The connection's write half.
+pub type Sink = SplitSink<WebSocket, Message>;
+/// The connection's read half.
+pub type Stream = SplitStream<WebSocket>;
 
 /// Runs the connection until it closes and both halves are done.
-pub async fn run(state: AppState, socket: WebSocket, conn: Arc<ConnectionHandle>, session: Session) {
-    let (sink, stream) = socket.split();
+pub async fn run(state: AppState, sink: Sink, stream: Stream, conn: Arc<ConnectionHandle>, session: Session) {
     let close_timeout = state.config.websocket.close_timeout;
     let mut writer = tokio::spawn(write_loop(state, sink, conn.clone()));
     read_loop(stream, &conn, session, close_timeout).await;

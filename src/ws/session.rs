@@ -48,7 +48,7 @@ impl Session {
         }
         for topic in [user_topic.ok(), Topic::parse("global").ok()].into_iter().flatten() {
             if let Err(e) = self.state.hub.subscribe(&self.conn, &topic, None).await {
-                tracing::warn!(topic = %topic, error = %e, "automatic subscription failed");
+                tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, topic = %topic, error = %e, "automatic subscription failed");
             }
         }
     }

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
+use futures_util::StreamExt;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tracing::Instrument;
 
 use super::connection;
 use super::protocol::{frames, resolve_topic};
@@ -130,46 +130,46 @@ pub async fn ws_handler(
         .write_buffer_size(ws.write_buffer_size)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| async move {
+        .on_upgrade(move |socket| {
+            // Split before the task's future is built, so the future holds two pointers
+            // rather than the whole socket for the connection's life.
+            let (sink, stream) = socket.split();
+            async move {
             let state = task_state;
             let id = ConnectionId::generate();
-            let span = tracing::info_span!("connection", connectionId = %id, userId = %identity.user);
             let limits = QueueLimits {
                 frames: state.config.limits.send_queue_events,
                 bytes: state.config.limits.send_queue_bytes,
             };
             let conn =
                 Arc::new(ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone()));
-            async {
-                state.hub.connections.insert(conn.clone());
-                // Shutdown closes every registered connection; one registered just after
-                // that sweep closes itself here.
-                if state.shutdown.is_cancelled() {
-                    conn.close(CloseReason::Shutdown);
-                }
-                state.metrics.connections.increment(1.0);
-                tracing::info!(remote = %remote, "connected");
-                conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into(), None);
-                let mut session = Session::new(state.clone(), conn.clone(), identity);
-                // Boxed: the subscribe path is large and runs once; kept inline it would
-                // size the connection's task for its whole life.
-                Box::pin(async {
-                    session.subscribe_automatic().await;
-                    session.subscribe_requested(query.topics).await;
-                })
-                .await;
-                connection::run(state.clone(), socket, conn.clone(), session).await;
-                state.hub.topics.detach(&conn);
-                state.hub.connections.remove(&conn.id);
-                state.metrics.connections.decrement(1.0);
-                let lived = conn.connected_at.elapsed().unwrap_or_default();
-                state.metrics.connection_duration.record(lived.as_secs_f64());
-                tracing::info!(reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
+            state.hub.connections.insert(conn.clone());
+            // Shutdown closes every registered connection; one registered just after
+            // that sweep closes itself here.
+            if state.shutdown.is_cancelled() {
+                conn.close(CloseReason::Shutdown);
             }
-            .instrument(span)
+            state.metrics.connections.increment(1.0);
+            tracing::info!(connectionId = %conn.id, userId = %conn.user, remote = %remote, "connected");
+            conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into(), None);
+            let mut session = Session::new(state.clone(), conn.clone(), identity);
+            // Boxed: the subscribe path is large and runs once; kept inline it would
+            // size the connection's task for its whole life.
+            Box::pin(async {
+                session.subscribe_automatic().await;
+                session.subscribe_requested(query.topics).await;
+            })
             .await;
+            connection::run(state.clone(), sink, stream, conn.clone(), session).await;
+            state.hub.topics.detach(&conn);
+            state.hub.connections.remove(&conn.id);
+            state.metrics.connections.decrement(1.0);
+            let lived = conn.connected_at.elapsed().unwrap_or_default();
+            state.metrics.connection_duration.record(lived.as_secs_f64());
+            tracing::info!(connectionId = %conn.id, userId = %conn.user, reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
             drop(admission);
             drop(tracked);
+            }
         })
 }
 
