@@ -62,7 +62,7 @@ pub async fn send(
         .filter(|c| !c.is_closing())
         .ok_or_else(|| ApiError::NotFound(format!("no open connection {id}")))?;
     let text = serde_json::to_string(event.fields()).map_err(|e| ApiError::Validation(e.to_string()))?;
-    let delivered = conn.send(text.into(), None);
+    let delivered = conn.send(text.into());
     Ok(Json(json!({"delivered": delivered})))
 }
 

@@ -12,7 +12,7 @@ mod topics;
 use std::sync::Arc;
 
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
-pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, WriterWork, monotonic_ms};
+pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, WriterWork, monotonic_ms};
 pub use topics::{SubscribeError, TopicRegistry};
 
 use crate::broker::{Broker, BrokerError};

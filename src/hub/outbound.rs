@@ -7,11 +7,11 @@
 //! handle never waits: producers push and wake, and a full queue closes the connection.
 //! It must never hold its lock across an await or a socket write.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
@@ -56,7 +56,8 @@ pub struct QueueLimits {
     pub bytes: usize,
 }
 
-/// One queued frame.
+/// One frame to send. Queues hold it behind an `Arc` (a pointer per slot), so a published
+/// event is one allocation shared by every subscriber's queue.
 pub struct OutboundFrame {
     /// The frame text.
     pub text: FrameText,
@@ -73,9 +74,12 @@ pub struct WriterWork {
     pub closing: bool,
 }
 
+/// A frame as queued: shared, so a delivery is a reference-count increment.
+pub type SharedFrame = Arc<OutboundFrame>;
+
 #[derive(Default)]
 struct Outbox {
-    frames: VecDeque<OutboundFrame>,
+    frames: VecDeque<SharedFrame>,
     bytes: usize,
     ping: bool,
 }
@@ -106,7 +110,9 @@ pub struct ConnectionHandle {
     last_heard_ms: AtomicU64,
     last_ping_ms: AtomicU64,
     expires_at_unix_s: AtomicU64,
-    topics: Mutex<BTreeSet<Topic>>,
+    /// A short unsorted list: a connection holds few topics, and a `Vec` costs a fraction
+    /// of a B-tree node when it holds one or two.
+    topics: Mutex<Vec<Topic>>,
     metrics: Metrics,
 }
 
@@ -128,23 +134,28 @@ impl ConnectionHandle {
             last_heard_ms: AtomicU64::new(now),
             last_ping_ms: AtomicU64::new(now),
             expires_at_unix_s: AtomicU64::new(0),
-            topics: Mutex::new(BTreeSet::new()),
+            topics: Mutex::new(Vec::new()),
             metrics,
         }
     }
 
+    /// Queues a reply (a frame for this connection only). See [`Self::send_shared`].
+    pub fn send(&self, text: FrameText) -> bool {
+        self.send_shared(&Arc::new(OutboundFrame { text, published_at: None }))
+    }
+
     /// Queues a frame without waiting. A full queue (frames or bytes) closes the connection
     /// as a slow consumer and returns `false`; so does a connection already closing.
-    pub fn send(&self, text: FrameText, published_at: Option<Instant>) -> bool {
+    pub fn send_shared(&self, frame: &SharedFrame) -> bool {
         if self.is_closing() {
             return false;
         }
         {
             let mut outbox = self.outbox.lock();
-            let bytes = outbox.bytes + text.len();
+            let bytes = outbox.bytes + frame.text.len();
             if outbox.frames.len() < self.limits.frames && bytes <= self.limits.bytes {
                 outbox.bytes = bytes;
-                outbox.frames.push_back(OutboundFrame { text, published_at });
+                outbox.frames.push_back(frame.clone());
                 drop(outbox);
                 self.writer.wake();
                 return true;
@@ -162,7 +173,7 @@ impl ConnectionHandle {
 
     /// The writer's wait: resolves once there are frames, a ping to send, or the connection
     /// is closing. Queued frames are moved into `batch` (which must be empty) in one swap.
-    pub async fn next_outbound(&self, batch: &mut VecDeque<OutboundFrame>) -> WriterWork {
+    pub async fn next_outbound(&self, batch: &mut VecDeque<SharedFrame>) -> WriterWork {
         if batch.capacity() > RETAINED_BATCH_CAPACITY {
             *batch = VecDeque::new();
         }
@@ -266,9 +277,11 @@ impl ConnectionHandle {
         }
     }
 
-    /// The topics this connection holds.
+    /// The topics this connection holds, sorted.
     pub fn topics(&self) -> Vec<Topic> {
-        self.topics.lock().iter().cloned().collect()
+        let mut topics = self.topics.lock().clone();
+        topics.sort();
+        topics
     }
 
     /// Whether it holds `topic`.
@@ -282,14 +295,24 @@ impl ConnectionHandle {
     }
 
     pub(super) fn add_topic(&self, topic: &Topic) -> bool {
-        self.topics.lock().insert(topic.clone())
+        let mut topics = self.topics.lock();
+        if topics.contains(topic) {
+            return false;
+        }
+        topics.push(topic.clone());
+        true
     }
 
     pub(super) fn remove_topic(&self, topic: &Topic) -> bool {
-        self.topics.lock().remove(topic)
+        let mut topics = self.topics.lock();
+        let Some(at) = topics.iter().position(|t| t == topic) else {
+            return false;
+        };
+        topics.swap_remove(at);
+        true
     }
 
-    pub(super) fn take_topics(&self) -> BTreeSet<Topic> {
+    pub(super) fn take_topics(&self) -> Vec<Topic> {
         std::mem::take(&mut *self.topics.lock())
     }
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::{ConnectionHandle, FrameText};
+use super::{ConnectionHandle, FrameText, OutboundFrame};
 use crate::broker::{Broker, BrokerError, Fanout};
 use crate::domain::{StreamPosition, Topic};
 use crate::metrics::Metrics;
@@ -106,7 +106,7 @@ impl TopicRegistry {
                 inner.subscribers.push(Subscriber { conn: conn.clone(), after_offset: start.offset });
             }
             if let Some(reply) = reply {
-                conn.send(reply(&start), None);
+                conn.send(reply(&start));
             }
             start
         };
@@ -166,9 +166,10 @@ impl Fanout for TopicRegistry {
             Some(last) if last.epoch == position.epoch => last.offset = last.offset.max(position.offset),
             last => *last = Some(position.clone()),
         }
+        let frame = Arc::new(OutboundFrame { text: frame.clone(), published_at: Some(published_at) });
         for sub in &inner.subscribers {
             if position.offset > sub.after_offset {
-                sub.conn.send(frame.clone(), Some(published_at));
+                sub.conn.send_shared(&frame);
             }
         }
     }

@@ -20,7 +20,7 @@ use tokio::time::timeout;
 
 use super::close::close_code;
 use super::session::Session;
-use crate::hub::{CloseReason, ConnectionHandle, OutboundFrame};
+use crate::hub::{CloseReason, ConnectionHandle, SharedFrame};
 use crate::state::AppState;
 
 /// The connection's write half.
@@ -29,7 +29,7 @@ pub type Sink = SplitSink<WebSocket, Message>;
 pub type Stream = SplitStream<WebSocket>;
 
 /// Runs the connection until it closes and both halves are done.
-pub async fn run(state: AppState, sink: Sink, stream: Stream, conn: Arc<ConnectionHandle>, session: Session) {
+pub async fn run(state: AppState, sink: Sink, stream: Stream, conn: Arc<ConnectionHandle>, session: Box<Session>) {
     let close_timeout = state.config.websocket.close_timeout;
     let mut writer = tokio::spawn(write_loop(state, sink, conn.clone()));
     read_loop(stream, &conn, session, close_timeout).await;
@@ -44,7 +44,7 @@ pub async fn run(state: AppState, sink: Sink, stream: Stream, conn: Arc<Connecti
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     conn: &ConnectionHandle,
-    mut session: Session,
+    mut session: Box<Session>,
     close_timeout: Duration,
 ) {
     loop {
@@ -113,7 +113,7 @@ async fn write_loop(state: AppState, mut sink: Sink, conn: Arc<ConnectionHandle>
 }
 
 /// Sends the last queued frames, then the close frame for the connection's close reason.
-async fn finish(state: &AppState, mut sink: Sink, conn: &ConnectionHandle, mut batch: VecDeque<OutboundFrame>) {
+async fn finish(state: &AppState, mut sink: Sink, conn: &ConnectionHandle, mut batch: VecDeque<SharedFrame>) {
     let close_timeout = state.config.websocket.close_timeout;
     let reason = conn.close_reason();
     let Some((code, text)) = close_code(reason) else {
@@ -135,7 +135,7 @@ async fn finish(state: &AppState, mut sink: Sink, conn: &ConnectionHandle, mut b
 async fn write_batch(
     state: &AppState,
     sink: &mut Sink,
-    batch: &mut VecDeque<OutboundFrame>,
+    batch: &mut VecDeque<SharedFrame>,
     ping: bool,
 ) -> Result<(), axum::Error> {
     if ping {

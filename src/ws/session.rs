@@ -183,7 +183,7 @@ impl Session {
     }
 
     fn reply(&self, text: String) {
-        self.conn.send(text.into(), None);
+        self.conn.send(text.into());
     }
 
     fn error(&self, code: ErrorCode, message: &str, rid: Option<&str>) {

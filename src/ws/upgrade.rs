@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use futures_util::StreamExt;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::connection;
@@ -151,8 +151,9 @@ pub async fn ws_handler(
             }
             state.metrics.connections.increment(1.0);
             tracing::info!(connectionId = %conn.id, userId = %conn.user, remote = %remote, "connected");
-            conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into(), None);
-            let mut session = Session::new(state.clone(), conn.clone(), identity);
+            conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into());
+            // Boxed: moved into the reader, it would otherwise be stored once per nested future.
+                let mut session = Box::new(Session::new(state.clone(), conn.clone(), identity));
             // Boxed: the subscribe path is large and runs once; kept inline it would
             // size the connection's task for its whole life.
             Box::pin(async {
