@@ -78,6 +78,9 @@ impl Gateway {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        // Ready before the first accept: the binary prints its "listening" line before
+        // calling `serve`, and a client connecting right after it must not get a 503.
+        state.mark_started();
         let server = {
             let stop = stop_accepting.clone();
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
@@ -95,7 +98,6 @@ impl Gateway {
             })
         };
         let liveness = tokio::spawn(crate::ws::liveness::run(state.clone()));
-        state.mark_started();
         shutdown.await;
 
         let grace = state.config.shutdown.grace_period;

@@ -18,14 +18,18 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio_util::sync::CancellationToken;
 
 use super::Protocol;
+
 use super::scan::FrameScanner;
 use super::socketio::{self, Packet};
 
 /// Ports one source address can use towards one server port, with margin.
 const PORTS_PER_SOURCE: usize = 25_000;
 const LATENCY_SHARDS: usize = 32;
+/// Attempts to reconnect after a storm drop before the client gives up.
+const RECONNECT_ATTEMPTS: u32 = 8;
 
 /// Counters and histograms shared by every client.
 pub struct Shared {
@@ -36,6 +40,10 @@ pub struct Shared {
     /// Latency is recorded only for events sent inside [start, end) ns.
     pub window: (AtomicU64, AtomicU64),
     latency: Vec<Mutex<Histogram<u64>>>,
+    /// Storm: time from the drop to the new `subscribed` reply, ns.
+    pub reconnect: Mutex<Histogram<u64>>,
+    /// Storm: clients resubscribed.
+    pub resubscribed: AtomicU64,
 }
 
 impl Shared {
@@ -46,6 +54,8 @@ impl Shared {
             received: AtomicU64::new(0),
             window: (AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)),
             latency: (0..LATENCY_SHARDS).map(|_| Mutex::new(latency_histogram())).collect(),
+            reconnect: Mutex::new(latency_histogram()),
+            resubscribed: AtomicU64::new(0),
         }
     }
 
@@ -92,6 +102,49 @@ pub struct ClientTally {
     pub duplicates: u64,
     /// Time from TCP connect to the `subscribed` reply.
     pub connect_time: Duration,
+    /// The topic's epoch from the last `subscribed` reply (for `since` on resubscribe).
+    pub epoch: Option<String>,
+    /// Times this client reconnected and resubscribed (storm).
+    pub reconnects: u32,
+    /// Resubscriptions the server answered `recovered: true`.
+    pub recovered: u32,
+    /// Reconnections that failed for good.
+    pub reconnect_failures: u32,
+}
+
+/// Where a client resumes after a reconnect: the last offset it saw and its epoch.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// Last offset received.
+    pub offset: u64,
+    /// The epoch of that offset.
+    pub epoch: String,
+}
+
+/// What a `subscribed` reply said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Subscribed {
+    offset: u64,
+    epoch: Option<String>,
+    recovered: bool,
+}
+
+impl Subscribed {
+    fn from_reply(reply: &str) -> Self {
+        Self {
+            offset: FrameScanner::default().scan(reply.as_bytes()).map_or(0, |s| s.offset),
+            epoch: string_field(reply, "epoch").map(str::to_owned),
+            recovered: reply.contains("\"recovered\":true"),
+        }
+    }
+}
+
+/// A string field's value in a flat JSON reply (no escapes in the values the bench reads).
+fn string_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\":\"");
+    let start = text.find(&key)? + key.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
 }
 
 /// Connection parameters shared by all clients.
@@ -143,8 +196,14 @@ fn io(e: &dyn std::fmt::Display) -> ClientError {
     ClientError::Io(e.to_string())
 }
 
-/// Connects client `index`, subscribes it to `bench:{topic}`.
-pub async fn connect(config: &ClientConfig, index: usize, topic: usize) -> Result<(Socket, ClientTally), ClientError> {
+/// Connects client `index`, subscribes it to `bench:{topic}` (resuming from `resume` if
+/// given, native protocol only).
+pub async fn connect(
+    config: &ClientConfig,
+    index: usize,
+    topic: usize,
+    resume: Option<&Resume>,
+) -> Result<(Socket, ClientTally), ClientError> {
     let started = Instant::now();
     let socket = TcpSocket::new_v4().map_err(|e| io(&e))?;
     if let Some(ip) = source_address(index) {
@@ -155,27 +214,34 @@ pub async fn connect(config: &ClientConfig, index: usize, topic: usize) -> Resul
     // Small buffers: the load generator holds as many sockets as the server.
     let ws_config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     let (mut ws, _) = client_async_with_config(config.url(), stream, Some(ws_config)).await.map_err(|e| io(&e))?;
-    let start_offset = match config.protocol {
-        Protocol::Native => subscribe_native(&mut ws, topic).await?,
+    let subscribed = match config.protocol {
+        Protocol::Native => subscribe_native(&mut ws, topic, resume).await?,
         Protocol::SocketIo => subscribe_socketio(&mut ws, topic).await?,
     };
     let tally = ClientTally {
         topic,
-        start_offset,
-        last_offset: start_offset,
+        start_offset: subscribed.offset,
+        last_offset: subscribed.offset,
         connect_time: started.elapsed(),
+        epoch: subscribed.epoch,
+        recovered: u32::from(subscribed.recovered),
         ..Default::default()
     };
     Ok((ws, tally))
 }
 
 /// Native protocol: `connected`, then `subscribe` → `subscribed`; returns its offset.
-async fn subscribe_native(ws: &mut Socket, topic: usize) -> Result<u64, ClientError> {
+async fn subscribe_native(ws: &mut Socket, topic: usize, resume: Option<&Resume>) -> Result<Subscribed, ClientError> {
     let connected = next_text(ws).await?;
     if !connected.contains("\"connected\"") {
         return Err(ClientError::Protocol(connected));
     }
-    let subscribe = format!(r#"{{"action":"subscribe","topic":"bench:{topic}","requestId":"s"}}"#);
+    let subscribe = match resume {
+        Some(Resume { offset, epoch }) => format!(
+            r#"{{"action":"subscribe","topic":"bench:{topic}","since":{{"offset":{offset},"epoch":"{epoch}"}},"requestId":"s"}}"#
+        ),
+        None => format!(r#"{{"action":"subscribe","topic":"bench:{topic}","requestId":"s"}}"#),
+    };
     ws.send(Message::text(subscribe)).await.map_err(|e| io(&e))?;
     // Skip anything before our reply (e.g. frames of automatic subscriptions).
     let reply = loop {
@@ -187,12 +253,12 @@ async fn subscribe_native(ws: &mut Socket, topic: usize) -> Result<u64, ClientEr
     if !reply.contains("\"subscribed\"") {
         return Err(ClientError::Protocol(reply));
     }
-    Ok(FrameScanner::default().scan(reply.as_bytes()).map_or(0, |s| s.offset))
+    Ok(Subscribed::from_reply(&reply))
 }
 
 /// Socket.IO: Engine.IO OPEN, namespace CONNECT, then the `subscribe` emit answered by a
 /// `subscribed` event or the ack; returns the reply's offset. Pings are answered throughout.
-async fn subscribe_socketio(ws: &mut Socket, topic: usize) -> Result<u64, ClientError> {
+async fn subscribe_socketio(ws: &mut Socket, topic: usize) -> Result<Subscribed, ClientError> {
     let open = next_socketio(ws).await?;
     if socketio::classify(open.as_bytes()) != Packet::Open {
         return Err(ClientError::Protocol(open));
@@ -212,7 +278,7 @@ async fn subscribe_socketio(ws: &mut Socket, topic: usize) -> Result<u64, Client
         let text = next_socketio(ws).await?;
         let packet = socketio::classify(text.as_bytes());
         if socketio::is_subscribe_reply(&packet) {
-            return Ok(FrameScanner::default().scan(text.as_bytes()).map_or(0, |s| s.offset));
+            return Ok(Subscribed::from_reply(&text));
         }
         match packet {
             Packet::Close => return Err(ClientError::Protocol(text)),
@@ -245,20 +311,41 @@ async fn next_text(ws: &mut Socket) -> Result<String, ClientError> {
     }
 }
 
-/// Reads until `stop` fires or the socket ends, counting into `tally` and `shared`.
-pub async fn receive(
-    mut ws: Socket,
-    mut tally: ClientTally,
-    index: usize,
-    protocol: Protocol,
-    shared: Arc<Shared>,
-    stop: tokio_util::sync::CancellationToken,
-) -> ClientTally {
+/// What a receiving client needs besides its socket.
+pub struct Receiver {
+    /// Client index.
+    pub index: usize,
+    /// Connection parameters (for reconnecting).
+    pub config: ClientConfig,
+    /// Shared counters.
+    pub shared: Arc<Shared>,
+    /// Fires at the end of the run.
+    pub stop: CancellationToken,
+    /// Fires when every client must drop its connection and resubscribe (storm).
+    pub storm: CancellationToken,
+}
+
+/// Reads until `stop` fires or the socket ends, counting into `tally` and `shared`. When
+/// `storm` fires, drops the connection at once, reconnects and resubscribes with `since`.
+pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> ClientTally {
+    let Receiver { index, config, shared, stop, storm } = ctx;
+    let protocol = config.protocol;
     let scanner = FrameScanner::default();
     let shard = &shared.latency[index % LATENCY_SHARDS];
+    let mut storm_pending = true;
     loop {
         let frame = tokio::select! {
             () = stop.cancelled() => break,
+            () = storm.cancelled(), if storm_pending => {
+                storm_pending = false;
+                // An abrupt drop, as when a load balancer or a network path fails.
+                drop(ws);
+                match reconnect(&config, index, &mut tally, &shared, &stop).await {
+                    Some(socket) => ws = socket,
+                    None => return tally,
+                }
+                continue;
+            }
             frame = ws.next() => frame,
         };
         let Some(Ok(Message::Text(text))) = frame else {
@@ -296,6 +383,43 @@ pub async fn receive(
     }
     let _ = ws.close(None).await;
     tally
+}
+
+/// Reconnects and resubscribes after a storm drop, retrying a few times; records the time
+/// from the drop to the `subscribed` reply.
+async fn reconnect(
+    config: &ClientConfig,
+    index: usize,
+    tally: &mut ClientTally,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Option<Socket> {
+    let dropped = Instant::now();
+    let resume = tally.epoch.clone().map(|epoch| Resume { offset: tally.last_offset, epoch });
+    for attempt in 0..RECONNECT_ATTEMPTS {
+        if stop.is_cancelled() {
+            break;
+        }
+        match connect(config, index, tally.topic, resume.as_ref()).await {
+            Ok((ws, fresh)) => {
+                tally.reconnects += 1;
+                tally.recovered += fresh.recovered;
+                if fresh.recovered == 0 {
+                    // Not resumed: the events up to the new subscription's offset are gone
+                    // for this client; counting continues after it, and the gap shows as loss.
+                    tally.last_offset = tally.last_offset.max(fresh.start_offset);
+                }
+                tally.epoch = fresh.epoch.or(tally.epoch.take());
+                let took = dropped.elapsed().as_nanos() as u64;
+                let _ = shared.reconnect.lock().record(took.max(1));
+                shared.resubscribed.fetch_add(1, Ordering::Relaxed);
+                return Some(ws);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await,
+        }
+    }
+    tally.reconnect_failures += 1;
+    None
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub enum Scenario {
     Latency,
     /// As many connections as the 20,000-fd limit allows (19k), light publishing.
     Scale,
+    /// 10k subscribed clients drop at once a third into the measured window, reconnect
+    /// and resubscribe with `since`: reconnect time, and events lost across it.
+    Storm,
 }
 
 /// How the subscriber clients talk to the server (publishing is always `POST /api/publish`).
@@ -155,6 +158,7 @@ impl BenchArgs {
             Some(Scenario::Many) => (5_000, 5_000, 5_000.0, 10.0, 2.0, 64, 8),
             Some(Scenario::Latency) => (1_000, 10, 100.0, 10.0, 2.0, 64, 2),
             Some(Scenario::Scale) => (19_000, 100, 100.0, 10.0, 2.0, 64, 2),
+            Some(Scenario::Storm) => (10_000, 100, 100.0, 10.0, 2.0, 64, 2),
             None => (1_000, 10, 100.0, 10.0, 2.0, 64, 2),
         };
         Plan {
@@ -242,12 +246,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         let topic = i % plan.topics;
         attempts.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let result = client::connect(&config, i, topic).await;
+            let result = client::connect(&config, i, topic, None).await;
             bar.inc(1);
             result
         }));
     }
     let stop_clients = CancellationToken::new();
+    let storm = CancellationToken::new();
     let mut readers = Vec::with_capacity(plan.connections);
     let mut connect_times = client::latency_histogram();
     let (mut failed, mut first_error) = (0usize, String::new());
@@ -255,14 +260,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         match attempt.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
             Ok((ws, tally)) => {
                 let _ = connect_times.record(tally.connect_time.as_nanos() as u64);
-                readers.push(tokio::spawn(client::receive(
-                    ws,
-                    tally,
-                    i,
-                    plan.protocol,
-                    shared.clone(),
-                    stop_clients.clone(),
-                )));
+                let receiver = client::Receiver {
+                    index: i,
+                    config: config.clone(),
+                    shared: shared.clone(),
+                    stop: stop_clients.clone(),
+                    storm: storm.clone(),
+                };
+                readers.push(tokio::spawn(client::receive(ws, tally, receiver)));
             }
             Err(e) => {
                 failed += 1;
@@ -304,7 +309,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let total = Duration::from_secs_f64(plan.warmup_s + plan.duration_s);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
+    let storm_at = (plan.scenario == Some(Scenario::Storm))
+        .then(|| Duration::from_secs_f64(plan.warmup_s + plan.duration_s / 3.0));
+    let mut storm_started: Option<Instant> = None;
     while run_started.elapsed() < total {
+        if storm_started.is_none() && storm_at.is_some_and(|at| run_started.elapsed() >= at) {
+            storm_started = Some(Instant::now());
+            storm.cancel();
+        }
         let warmup_over = run_started.elapsed() >= Duration::from_secs_f64(plan.warmup_s);
         if warmup_over && window.is_none() {
             shared.window.0.store(shared.now_ns(), Ordering::Relaxed);
@@ -318,7 +330,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 bench: procstat::sample(std::process::id()),
             });
         }
-        let left = total.saturating_sub(run_started.elapsed());
+        let mut left = total.saturating_sub(run_started.elapsed());
+        if storm_started.is_none()
+            && let Some(at) = storm_at
+        {
+            left = left.min(at.saturating_sub(run_started.elapsed()));
+        }
         tokio::select! {
             _ = tick.tick() => {}
             () = tokio::time::sleep(left) => {}
@@ -367,6 +384,10 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         publish_failures: stats.failed.load(Ordering::Relaxed),
         round_trip: stats.round_trip.lock().clone(),
         latency: shared.latency(),
+        storm: storm_started.map(|_| report::StormInputs {
+            reconnect: shared.reconnect.lock().clone(),
+            resubscribed: shared.resubscribed.load(Ordering::Relaxed),
+        }),
         timeline,
         server_before,
         server_idle,

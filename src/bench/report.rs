@@ -21,6 +21,12 @@ pub struct WindowStart {
     pub(super) bench: Option<ProcSample>,
 }
 
+/// Raw measurements of the storm, if one ran.
+pub struct StormInputs {
+    pub(super) reconnect: Histogram<u64>,
+    pub(super) resubscribed: u64,
+}
+
 /// Raw measurements of a run.
 pub struct Inputs {
     pub(super) label: String,
@@ -34,6 +40,7 @@ pub struct Inputs {
     pub(super) publish_failures: u64,
     pub(super) round_trip: Histogram<u64>,
     pub(super) latency: Histogram<u64>,
+    pub(super) storm: Option<StormInputs>,
     pub(super) timeline: Vec<(f64, u64)>,
     pub(super) server_before: Option<ProcSample>,
     pub(super) server_idle: Option<ProcSample>,
@@ -72,6 +79,19 @@ impl Percentiles {
             max_ms: ms(h.max()),
         }
     }
+}
+
+/// What the storm did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormReport {
+    /// Clients that reconnected and resubscribed.
+    pub resubscribed: u64,
+    /// Clients that could not reconnect.
+    pub failed: u64,
+    /// Resubscriptions answered `recovered: true` (every missed event replayed).
+    pub recovered: u64,
+    /// Time from the drop to the new `subscribed` reply.
+    pub reconnect: Percentiles,
 }
 
 /// The report (also `report.json`).
@@ -121,6 +141,8 @@ pub struct Report {
     pub latency: Percentiles,
     /// HTTP publish round trip.
     pub publish_round_trip: Percentiles,
+    /// The storm (`--scenario storm`): every client dropped and resubscribed.
+    pub storm: Option<StormReport>,
     /// (seconds since start, deliveries in that second).
     pub timeline: Vec<(f64, u64)>,
     #[serde(skip)]
@@ -140,6 +162,12 @@ impl Report {
             duplicates += t.duplicates;
         }
         let lost = expected.saturating_sub(received.saturating_sub(duplicates));
+        let storm = i.storm.map(|s| StormReport {
+            resubscribed: s.resubscribed,
+            failed: i.tallies.iter().map(|t| u64::from(t.reconnect_failures)).sum(),
+            recovered: i.tallies.iter().map(|t| u64::from(t.recovered)).sum(),
+            reconnect: Percentiles::of(&s.reconnect),
+        });
         let rss_per_conn = match (i.server_before, i.server_idle) {
             (Some(b), Some(a)) if !i.tallies.is_empty() => {
                 Some((a.rss_bytes as f64 - b.rss_bytes as f64) / i.tallies.len() as f64)
@@ -195,6 +223,7 @@ impl Report {
             bench_cpu_cores: bench_cores,
             latency: Percentiles::of(&i.latency),
             publish_round_trip: Percentiles::of(&i.round_trip),
+            storm,
             timeline: i.timeline,
             latency_histogram: i.latency,
         }
@@ -303,6 +332,14 @@ impl std::fmt::Display for Report {
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
         )?;
         let r = &self.publish_round_trip;
-        write!(f, "publish round trip     p50 {:.3} ms  p99 {:.3} ms", r.p50_ms, r.p99_ms)
+        write!(f, "publish round trip     p50 {:.3} ms  p99 {:.3} ms", r.p50_ms, r.p99_ms)?;
+        if let Some(s) = &self.storm {
+            write!(
+                f,
+                "\nstorm                  {} resubscribed ({} recovered), {} failed; drop → subscribed p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                s.resubscribed, s.recovered, s.failed, s.reconnect.p50_ms, s.reconnect.p99_ms, s.reconnect.max_ms
+            )?;
+        }
+        Ok(())
     }
 }
