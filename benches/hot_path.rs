@@ -41,7 +41,7 @@ use serde_json::json;
 use signalbox::Config;
 use signalbox::broker::{Broker, Fanout, MemoryBroker};
 use signalbox::domain::{ConnectionId, Epoch, Event, StreamPosition, Topic, TopicPattern, UserId, encode_delivery};
-use signalbox::hub::{ConnectionHandle, ConnectionRegistry, FrameText, Hub, OutboundFrame, QueueLimits, TopicRegistry};
+use signalbox::hub::{ConnectionHandle, ConnectionRegistry, FrameText, Hub, QueueLimits, SharedFrame, TopicRegistry};
 use signalbox::metrics::Metrics;
 
 /// Publishes timed back to back before the queues are drained; below the writer's retained
@@ -120,7 +120,7 @@ impl FanoutFixture {
 
     /// Empties every queue the way the connection writers do; checks that each held
     /// exactly `expected` frames and that no connection was closed.
-    fn drain(&self, batch: &mut VecDeque<OutboundFrame>, expected: usize) {
+    fn drain(&self, batch: &mut VecDeque<SharedFrame>, expected: usize) {
         for handle in &self.handles {
             let work = handle.next_outbound(batch).now_or_never().expect("queued frames make the writer ready at once");
             assert!(!work.closing, "a connection was closed: its queue overflowed");
