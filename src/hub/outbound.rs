@@ -316,3 +316,86 @@ impl ConnectionHandle {
         std::mem::take(&mut *self.topics.lock())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn handle(frames: usize, bytes: usize) -> ConnectionHandle {
+        let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+        let limits = QueueLimits { frames, bytes };
+        ConnectionHandle::new(ConnectionId::generate(), UserId::new("u"), remote, limits, Metrics::new())
+    }
+
+    fn ready(conn: &ConnectionHandle, batch: &mut VecDeque<SharedFrame>) -> Option<WriterWork> {
+        conn.next_outbound(batch).now_or_never()
+    }
+
+    #[test]
+    fn the_writer_takes_every_queued_frame_in_one_batch() {
+        let conn = handle(8, 1 << 20);
+        let mut batch = VecDeque::new();
+        assert_eq!(ready(&conn, &mut batch), None, "nothing queued: the writer waits");
+        for text in ["a", "b", "c"] {
+            assert!(conn.send(text.into()));
+        }
+        assert_eq!(ready(&conn, &mut batch), Some(WriterWork { ping: false, closing: false }));
+        let texts: Vec<_> = batch.drain(..).map(|f| f.text.to_string()).collect();
+        assert_eq!(texts, ["a", "b", "c"]);
+        assert_eq!(ready(&conn, &mut batch), None);
+    }
+
+    #[test]
+    fn overflow_in_frames_or_bytes_closes_as_slow_consumer() {
+        let conn = handle(2, 1 << 20);
+        assert!(conn.send("1".into()) && conn.send("2".into()));
+        assert!(!conn.send("3".into()));
+        assert_eq!(conn.close_reason(), CloseReason::SlowConsumer);
+        assert!(!conn.send("4".into()), "a closing connection takes nothing more");
+        let mut batch = VecDeque::new();
+        assert_eq!(ready(&conn, &mut batch), Some(WriterWork { ping: false, closing: true }));
+        assert_eq!(batch.len(), 2, "what was queued before the overflow still goes out");
+
+        let conn = handle(100, 4);
+        assert!(conn.send("abc".into()));
+        assert!(!conn.send("de".into()), "7 bytes > 4");
+        assert_eq!(conn.close_reason(), CloseReason::SlowConsumer);
+    }
+
+    #[test]
+    fn liveness_pings_then_drops_a_silent_client() {
+        let conn = handle(8, 1 << 20);
+        let t0 = conn.last_ping_ms.load(Ordering::Relaxed);
+        let mut batch = VecDeque::new();
+        conn.check_liveness(t0 + 50, 0, 100, 200);
+        assert_eq!(ready(&conn, &mut batch), None, "no ping before the interval");
+        conn.check_liveness(t0 + 100, 0, 100, 200);
+        assert_eq!(ready(&conn, &mut batch), Some(WriterWork { ping: true, closing: false }));
+        conn.check_liveness(t0 + 250, 0, 100, 200);
+        assert!(!conn.is_closing(), "pong timeout not reached yet");
+        conn.check_liveness(t0 + 300, 0, 100, 200);
+        assert_eq!(conn.close_reason(), CloseReason::HeartbeatTimeout);
+    }
+
+    #[test]
+    fn liveness_keeps_a_client_that_answers() {
+        let conn = handle(8, 1 << 20);
+        let t0 = conn.last_ping_ms.load(Ordering::Relaxed);
+        conn.check_liveness(t0 + 100, 0, 100, 200);
+        conn.last_heard_ms.store(t0 + 110, Ordering::Relaxed);
+        conn.check_liveness(t0 + 400, 0, 100, 200);
+        assert!(!conn.is_closing());
+    }
+
+    #[test]
+    fn liveness_closes_on_token_expiry() {
+        let conn = handle(8, 1 << 20);
+        conn.set_expiry(Some(1_000));
+        conn.check_liveness(monotonic_ms(), 999, 100_000, 100_000);
+        assert!(!conn.is_closing());
+        conn.check_liveness(monotonic_ms(), 1_000, 100_000, 100_000);
+        assert_eq!(conn.close_reason(), CloseReason::TokenExpired);
+    }
+}
