@@ -25,8 +25,10 @@ use super::Protocol;
 use super::scan::FrameScanner;
 use super::socketio::{self, Packet};
 
-/// Ports one source address can use towards one server port, with margin.
-const PORTS_PER_SOURCE: usize = 25_000;
+/// Clients per source address. One address has ~28k ephemeral ports towards one server
+/// port; blocks of 5k also stay under the per-IP admission limits servers commonly have
+/// (Signalbox's default is 10k), so `scale` measures capacity, not a per-IP refusal.
+const CLIENTS_PER_SOURCE: usize = 5_000;
 const LATENCY_SHARDS: usize = 32;
 /// Attempts to reconnect after a storm drop before the client gives up.
 const RECONNECT_ATTEMPTS: u32 = 8;
@@ -186,7 +188,7 @@ pub enum ClientError {
 }
 
 fn source_address(index: usize) -> Option<IpAddr> {
-    let block = index / PORTS_PER_SOURCE;
+    let block = index / CLIENTS_PER_SOURCE;
     // 127.0.0.2 … 127.0.0.255: far beyond what one process can hold open.
     let last_octet = u8::try_from(block + 1).unwrap_or(u8::MAX);
     (block > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last_octet)))
@@ -442,7 +444,7 @@ mod tests {
     #[test]
     fn source_addresses_spread_past_one_address_and_never_overflow() {
         assert_eq!(source_address(0), None);
-        assert_eq!(source_address(PORTS_PER_SOURCE), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+        assert_eq!(source_address(CLIENTS_PER_SOURCE), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
         assert_eq!(source_address(usize::MAX / 2), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 255))));
     }
 }
