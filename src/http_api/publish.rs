@@ -45,8 +45,13 @@ fn check_retain(body: &Map<String, Value>) -> Result<(), ApiError> {
 
 async fn publish_to(state: &AppState, topics: Vec<Topic>, event: Event, single: bool) -> Result<Json<Value>, ApiError> {
     let mut results = Vec::with_capacity(topics.len());
-    for topic in &topics {
-        let position = state.hub.publish(topic, event.clone()).await?;
+    let last = topics.len().saturating_sub(1);
+    let mut event = Some(event);
+    for (i, topic) in topics.iter().enumerate() {
+        // The event is moved into its last publish: a single-topic publish never copies it.
+        let this = if i == last { event.take() } else { event.clone() };
+        let Some(this) = this else { break };
+        let position = state.hub.publish(topic, this).await?;
         results.push(json!({"topic": topic, "offset": position.offset, "epoch": position.epoch.as_str()}));
     }
     let mut body = json!({"results": results});
