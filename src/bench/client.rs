@@ -429,6 +429,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn subscribed_replies_give_offset_epoch_and_recovery() {
+        let reply = r#"{"epoch":"a46dd388","offset":7,"recovered":true,"topic":"bench:1","type":"subscribed"}"#;
+        let expected = Subscribed { offset: 7, epoch: Some("a46dd388".into()), recovered: true };
+        assert_eq!(Subscribed::from_reply(reply), expected);
+        // Peers without epochs or recovery, and malformed replies, degrade to defaults.
+        let peer = Subscribed::from_reply(r#"{"type":"subscribed","topic":"bench:1","offset":3}"#);
+        assert_eq!(peer, Subscribed { offset: 3, epoch: None, recovered: false });
+        assert_eq!(Subscribed::from_reply(r#"{"epoch":"unterminated"#), Subscribed::default());
+        assert_eq!(Subscribed::from_reply(""), Subscribed::default());
+    }
+
+    #[test]
     fn urls_per_protocol_carry_the_token() {
         let server: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         let mut config = ClientConfig { server, protocol: Protocol::Native, token: None };

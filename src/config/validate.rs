@@ -141,5 +141,11 @@ mod tests {
         let mut c = Config { dev: true, ..Config::default() };
         c.allowed_origins = vec!["example.com".into()];
         assert!(named(&c).contains("SIGNALBOX_ALLOWED_ORIGINS"));
+        let mut c = Config { dev: true, ..Config::default() };
+        c.websocket.read_buffer_size = 255;
+        let err = named(&c);
+        assert!(err.contains("websocket.read_buffer_size") && err.contains("256"), "{err}");
+        c.websocket.read_buffer_size = 256;
+        assert!(c.validate().is_ok());
     }
 }

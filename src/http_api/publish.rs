@@ -44,16 +44,17 @@ fn check_retain(body: &Map<String, Value>) -> Result<(), ApiError> {
 }
 
 async fn publish_to(state: &AppState, topics: Vec<Topic>, event: Event, single: bool) -> Result<Json<Value>, ApiError> {
+    let Some((last, others)) = topics.split_last() else {
+        return Err(ApiError::Validation("give `topic` or a non-empty `topics`".into()));
+    };
     let mut results = Vec::with_capacity(topics.len());
-    let last = topics.len().saturating_sub(1);
-    let mut event = Some(event);
-    for (i, topic) in topics.iter().enumerate() {
-        // The event is moved into its last publish: a single-topic publish never copies it.
-        let this = if i == last { event.take() } else { event.clone() };
-        let Some(this) = this else { break };
-        let position = state.hub.publish(topic, this).await?;
+    for topic in others {
+        let position = state.hub.publish(topic, event.clone()).await?;
         results.push(json!({"topic": topic, "offset": position.offset, "epoch": position.epoch.as_str()}));
     }
+    // The event is moved into its last publish: a single-topic publish never copies it.
+    let position = state.hub.publish(last, event).await?;
+    results.push(json!({"topic": last, "offset": position.offset, "epoch": position.epoch.as_str()}));
     let mut body = json!({"results": results});
     if single && let (Some(first), Value::Object(map)) = (results_first(&body), &mut body) {
         map.extend(first);

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
@@ -105,7 +105,7 @@ pub struct ConnectionHandle {
     limits: QueueLimits,
     writer: AtomicWaker,
     reader: AtomicWaker,
-    closed: AtomicBool,
+    /// Set once, when the connection starts closing; its presence is the close signal.
     close_reason: OnceLock<CloseReason>,
     last_heard_ms: AtomicU64,
     last_ping_ms: AtomicU64,
@@ -129,7 +129,6 @@ impl ConnectionHandle {
             limits,
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
-            closed: AtomicBool::new(false),
             close_reason: OnceLock::new(),
             last_heard_ms: AtomicU64::new(now),
             last_ping_ms: AtomicU64::new(now),
@@ -209,7 +208,6 @@ impl ConnectionHandle {
                 self.metrics.slow_consumer_disconnects.increment(1);
                 tracing::warn!(connectionId = %self.id, userId = %self.user, "slow consumer: send queue overflowed, closing with 4008");
             }
-            self.closed.store(true, Ordering::Release);
             self.writer.wake();
             self.reader.wake();
         }
@@ -235,7 +233,7 @@ impl ConnectionHandle {
 
     /// Whether the connection is closing.
     pub fn is_closing(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.close_reason.get().is_some()
     }
 
     /// Records that the client was heard from (any frame, pongs included).

@@ -138,11 +138,11 @@ async fn write_batch(
     batch: &mut VecDeque<SharedFrame>,
     ping: bool,
 ) -> Result<(), axum::Error> {
-    if ping {
-        sink.feed(Message::Ping(Default::default())).await?;
-    }
     if batch.is_empty() && !ping {
         return Ok(());
+    }
+    if ping {
+        sink.feed(Message::Ping(Default::default())).await?;
     }
     // Publish times stay in the batch until the flush, so latency is measured to
     // "written to the socket".

@@ -115,23 +115,24 @@ function onMessage(ws, data, isBinary) {
     if (requestId !== undefined) frame.requestId = requestId;
     return frame;
   };
+  // The topic of a subscribe/unsubscribe, or undefined after answering VALIDATION_ERROR.
+  const topicOf = () => {
+    const topic = param(msg, 'topic');
+    if (validTopic(topic)) return topic;
+    error(ws, 'VALIDATION_ERROR', 'missing or bad topic', requestId);
+    return undefined;
+  };
   switch (msg.action) {
     case 'subscribe': {
-      const topic = param(msg, 'topic');
-      if (!validTopic(topic)) {
-        error(ws, 'VALIDATION_ERROR', 'missing or bad topic', requestId);
-        return;
-      }
+      const topic = topicOf();
+      if (topic === undefined) return;
       subscribe(ws, topic);
       sendJson(ws, withId({ type: 'subscribed', topic, offset: offsets.get(topic) ?? 0 }));
       return;
     }
     case 'unsubscribe': {
-      const topic = param(msg, 'topic');
-      if (!validTopic(topic)) {
-        error(ws, 'VALIDATION_ERROR', 'missing or bad topic', requestId);
-        return;
-      }
+      const topic = topicOf();
+      if (topic === undefined) return;
       unsubscribe(ws, topic);
       sendJson(ws, withId({ type: 'unsubscribed', topic }));
       return;
