@@ -1,4 +1,4 @@
-//! Pure domain types: topics, identities, events, stream positions.
+//! Pure domain types: topics, identities, events, stream positions, subscription filters.
 //!
 //! This module owns the vocabulary every other layer speaks and the parsing that turns
 //! untrusted input into it. It must never depend on tokio, I/O or any transport: values
@@ -6,6 +6,7 @@
 
 mod error_code;
 mod event;
+mod filter;
 mod ids;
 mod pattern;
 mod position;
@@ -13,6 +14,7 @@ mod topic;
 
 pub use error_code::ErrorCode;
 pub use event::{Event, EventError, encode_delivery, now_rfc3339};
+pub use filter::{Filter, FilterError};
 pub use ids::{ConnectionId, UserId};
 pub use pattern::TopicPattern;
 pub use position::{Epoch, StreamPosition};
