@@ -39,9 +39,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use futures_util::FutureExt;
 use serde_json::json;
 use signalbox::Config;
-use signalbox::broker::{Broker, Fanout, MemoryBroker};
+use signalbox::broker::{Broker, Delivery, Fanout, HistoryLimits, MemoryBroker};
 use signalbox::domain::{ConnectionId, Epoch, Event, StreamPosition, Topic, TopicPattern, UserId, encode_delivery};
-use signalbox::hub::{ConnectionHandle, ConnectionRegistry, FrameText, Hub, QueueLimits, SharedFrame, TopicRegistry};
+use signalbox::hub::{
+    ConnectionHandle, ConnectionRegistry, FrameText, Hub, QueueLimits, SharedFrame, SubscribeOptions, TopicRegistry,
+};
 use signalbox::metrics::Metrics;
 
 /// Publishes timed back to back before the queues are drained; below the writer's retained
@@ -79,6 +81,7 @@ struct FanoutFixture {
     handles: Vec<Arc<ConnectionHandle>>,
     topic: Topic,
     position: StreamPosition,
+    event: Event,
     frame: FrameText,
 }
 
@@ -89,7 +92,7 @@ impl FanoutFixture {
         let metrics = Metrics::new();
         let topics = Arc::new(TopicRegistry::new(config.limits.max_subscriptions, metrics.clone()));
         let connections = Arc::new(ConnectionRegistry::new(usize::MAX, usize::MAX));
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(topics.clone()));
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(topics.clone(), HistoryLimits::from_config(&config)));
         let hub = Hub::new(topics.clone(), connections.clone(), broker, metrics.clone());
         let topic = Topic::parse("project:42").expect("valid topic");
         let remote = "127.0.0.1:40000".parse().expect("valid address");
@@ -104,18 +107,18 @@ impl FanoutFixture {
         let position = runtime.block_on(async {
             for handle in &handles {
                 connections.insert(handle.clone());
-                hub.subscribe(handle, &topic, None).await.expect("subscribe");
+                hub.subscribe(handle, &topic, SubscribeOptions::default(), None).await.expect("subscribe");
             }
             hub.position(&topic).await.expect("broker position")
         });
         assert_eq!(topics.subscriber_count(&topic), n);
 
-        // Every delivery carries offset 1: above every subscriber's start (0), and the
-        // registry only keeps the highest offset it saw, so repeating it changes nothing.
+        // Every delivery carries offset 1: above every subscriber's start (0), so each
+        // one reaches every queue.
         let position = StreamPosition { offset: position.offset + 1, ..position };
         let event = event_of_size(512);
         let frame = FrameText::from(encode_delivery(&event, &topic, &position));
-        Self { topics, handles, topic, position, frame }
+        Self { topics, handles, topic, position, event, frame }
     }
 
     /// Empties every queue the way the connection writers do; checks that each held
@@ -145,12 +148,13 @@ fn bench_fanout(c: &mut Criterion) {
                     let chunk = left.min(DELIVERIES_PER_DRAIN);
                     let start = Instant::now();
                     for _ in 0..chunk {
-                        fixture.topics.deliver(
-                            black_box(&fixture.topic),
-                            black_box(&fixture.position),
-                            black_box(&fixture.frame),
+                        fixture.topics.deliver(black_box(&Delivery {
+                            topic: &fixture.topic,
+                            position: &fixture.position,
+                            frame: &fixture.frame,
+                            event: &fixture.event,
                             published_at,
-                        );
+                        }));
                     }
                     timed += start.elapsed();
                     fixture.drain(&mut batch, chunk as usize);

@@ -11,7 +11,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ApiKeys, Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
-use crate::broker::MemoryBroker;
+use crate::broker::{HistoryLimits, MemoryBroker};
 use crate::config::Config;
 use crate::hub::{CloseReason, ConnectionRegistry, Hub, TopicRegistry};
 use crate::metrics::Metrics;
@@ -31,6 +31,8 @@ pub enum BuildError {
 /// A gateway built from configuration, not yet serving.
 pub struct Gateway {
     state: AppState,
+    /// Background upkeep of the embedded broker (history expiry), when it is the broker.
+    memory_broker: Option<Arc<MemoryBroker>>,
 }
 
 impl Gateway {
@@ -47,9 +49,10 @@ impl Gateway {
         let limits = &config.limits;
         let topics = Arc::new(TopicRegistry::new(limits.max_subscriptions, metrics.clone()));
         let connections = Arc::new(ConnectionRegistry::new(limits.max_connections, limits.max_connections_per_ip));
-        let broker = Arc::new(MemoryBroker::new(topics.clone()));
-        let hub = Hub::new(topics, connections, broker, metrics.clone());
+        let broker = Arc::new(MemoryBroker::new(topics.clone(), HistoryLimits::from_config(&config)));
+        let hub = Hub::new(topics, connections, broker.clone(), metrics.clone());
         let api_keys = ApiKeys::new(&config.auth.api_keys);
+        warn_about_replays_beyond_the_send_queue(&config);
         if config.dev {
             tracing::warn!(
                 "DEVELOPMENT MODE: anonymous clients are allowed, every topic is open and the API needs no key. \
@@ -57,7 +60,7 @@ impl Gateway {
             );
         }
         let state = AppState::new(config, hub, authenticator, api_keys, metrics, CancellationToken::new());
-        Ok(Self { state })
+        Ok(Self { state, memory_broker: Some(broker) })
     }
 
     /// The shared state (for tests and embedding).
@@ -72,6 +75,9 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state;
+        if let Some(broker) = self.memory_broker {
+            tokio::spawn(broker.run_sweeper(state.shutdown.clone()));
+        }
         let stop_accepting = CancellationToken::new();
         let app = crate::http_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         // Frames are already coalesced per socket by the writer; Nagle would only add delay.
@@ -120,6 +126,26 @@ impl Gateway {
         liveness.abort();
         tracing::info!("shutdown complete");
         result
+    }
+}
+
+/// A resume replays up to `history_size` events into the send queue at once; a smaller
+/// queue cuts such a client with 4008 after the first part (it then resumes from there,
+/// one queue-full at a time). Legal, but rarely intended.
+fn warn_about_replays_beyond_the_send_queue(config: &Config) {
+    let queue = config.limits.send_queue_events;
+    let default = crate::config::NamespaceConfig::default();
+    let namespaces =
+        std::iter::once(("(default)", &default)).chain(config.namespaces.iter().map(|(n, c)| (n.as_str(), c)));
+    for (name, namespace) in namespaces {
+        if namespace.history_size > queue {
+            tracing::warn!(
+                namespace = name,
+                history_size = namespace.history_size,
+                send_queue_events = queue,
+                "history_size exceeds limits.send_queue_events: a client resuming a full history is cut with 4008 and resumes in parts"
+            );
+        }
     }
 }
 

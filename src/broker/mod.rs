@@ -1,19 +1,21 @@
-//! The broker: assigns each published event its offset and gets it to every node's
-//! subscribers, in order.
+//! The broker: assigns each published event its offset, keeps the topic's history and
+//! retained state, and gets the event to every node's subscribers, in order.
 //!
 //! This module owns the [`Broker`] contract and its implementations (`memory` now; Redis
 //! later). It must never know about connections or protocols: it hands encoded frames to
 //! a [`Fanout`] (the hub's topic registry), in offset order per topic.
 
 mod memory;
+mod policy;
 
 use std::time::Instant;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryBroker;
+pub use policy::{HistoryLimits, HistoryPolicy};
 
-use crate::domain::{Event, StreamPosition, Topic};
+use crate::domain::{Epoch, Event, StreamPosition, Topic};
 use crate::hub::FrameText;
 
 /// A broker failure.
@@ -24,26 +26,104 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
-/// Publishes events and reports topic positions.
+/// One event as history keeps it: its offset and its delivered frame.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The event's offset in its topic.
+    pub offset: u64,
+    /// The frame subscribers received (`topic`, `offset`, `timestamp` included).
+    pub frame: FrameText,
+}
+
+/// Where a read of a topic's history starts.
+#[derive(Debug, Clone, Default)]
+pub enum ReadFrom {
+    /// Read no events (position and retained state only).
+    #[default]
+    Nothing,
+    /// Events after `offset`. With an epoch, the offset belongs to that epoch: if the
+    /// topic's epoch differs, nothing is recoverable. Without one, the offset is taken in
+    /// the topic's current epoch.
+    After {
+        /// The last offset the reader has (0: none).
+        offset: u64,
+        /// The epoch of that offset, when the reader knows it.
+        epoch: Option<Epoch>,
+    },
+}
+
+/// What to read from a topic, atomically.
+#[derive(Debug, Clone, Default)]
+pub struct ReadRequest {
+    /// Which events to return.
+    pub from: ReadFrom,
+    /// At most this many events (the oldest first).
+    pub limit: usize,
+    /// Return the events still in history even when some after `from` were lost
+    /// (`recovered: false`). A resuming subscriber says no: it must not see a gap.
+    pub partial: bool,
+    /// Also return the retained state.
+    pub retained: bool,
+}
+
+/// The answer to a [`ReadRequest`]: everything in it was true at one instant.
+#[derive(Debug, Clone)]
+pub struct TopicRead {
+    /// The topic's last assigned position.
+    pub position: StreamPosition,
+    /// Events after the requested offset, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// Every event after the requested offset is in `events` (or beyond `limit`): same
+    /// epoch, nothing evicted, no future offset. Always false for [`ReadFrom::Nothing`].
+    pub recovered: bool,
+    /// The retained state, when asked for and present: the delivered frame.
+    pub retained: Option<FrameText>,
+}
+
+/// Publishes events and reads topic streams.
 ///
-/// Contract: `publish` assigns the next offset of the topic atomically with storing the
-/// event (history, when it lands) and hands the encoded frame to the fan-out of every
-/// node, in offset order per topic; it returns after the offset is assigned.
+/// Contract: `publish` assigns the next offset of the topic atomically with appending the
+/// event to history (and storing it as retained state when asked), and hands the encoded
+/// frame to the fan-out of every node, in offset order per topic; it returns after the
+/// event has its offset and is in history.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Publishes `event` to `topic`.
-    async fn publish(&self, topic: &Topic, event: Event) -> Result<StreamPosition, BrokerError>;
+    /// Publishes `event` to `topic`; with `retain`, it also becomes the topic's state.
+    async fn publish(&self, topic: &Topic, event: Event, retain: bool) -> Result<StreamPosition, BrokerError>;
+
+    /// Reads the topic's position, history and retained state in one atomic step.
+    async fn read(&self, topic: &Topic, request: ReadRequest) -> Result<TopicRead, BrokerError>;
 
     /// The topic's last assigned position (offset 0 when it has no events yet).
-    async fn position(&self, topic: &Topic) -> Result<StreamPosition, BrokerError>;
+    async fn position(&self, topic: &Topic) -> Result<StreamPosition, BrokerError> {
+        Ok(self.read(topic, ReadRequest::default()).await?.position)
+    }
 
     /// Checks the broker is reachable (for `/ready`).
     async fn ping(&self) -> Result<(), BrokerError>;
 }
 
+/// One published event on its way to local subscribers.
+pub struct Delivery<'a> {
+    /// The topic it was published to.
+    pub topic: &'a Topic,
+    /// Its place in the topic.
+    pub position: &'a StreamPosition,
+    /// Its encoded frame, shared by every subscriber.
+    pub frame: &'a FrameText,
+    /// The publisher's event, for subscription filters (never re-parsed per subscriber).
+    pub event: &'a Event,
+    /// When the publish reached the broker (for the delivery latency metric).
+    pub published_at: Instant,
+}
+
 /// Receives published events for local delivery; implemented by the hub's topic registry.
 /// Called in offset order per topic and must never block.
 pub trait Fanout: Send + Sync + 'static {
-    /// Delivers one encoded event frame to the local subscribers of `topic`.
-    fn deliver(&self, topic: &Topic, position: &StreamPosition, frame: &FrameText, published_at: Instant);
+    /// Delivers one event to the local subscribers of its topic.
+    fn deliver(&self, delivery: &Delivery<'_>);
+
+    /// Whether any local connection holds or is joining `topic`: a broker must not forget
+    /// such a topic's offsets (they would restart under the subscriber's feet).
+    fn is_watched(&self, topic: &Topic) -> bool;
 }

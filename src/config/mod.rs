@@ -78,6 +78,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// History kept for resume, across all topics.
+    pub history: HistoryConfig,
     /// Per-namespace policy (`[namespaces.project]`).
     pub namespaces: BTreeMap<String, NamespaceConfig>,
 }
@@ -94,6 +96,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             websocket: WebSocketConfig::default(),
             shutdown: ShutdownConfig::default(),
+            history: HistoryConfig::default(),
             namespaces: BTreeMap::new(),
         }
     }
@@ -251,6 +254,21 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// History kept for resume, across all topics (per-topic sizes are per namespace).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Bytes all topics' history and retained state may take in memory; beyond it the
+    /// oldest events across all topics are evicted first.
+    pub max_bytes: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { max_bytes: 256 * 1024 * 1024 }
+    }
+}
+
 /// Who may subscribe to a namespace's topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -274,9 +292,12 @@ pub struct NamespaceConfig {
     pub client_publish: bool,
     /// Events kept for resume; 0 = none.
     pub history_size: usize,
-    /// How long events stay in history.
+    /// How long events stay in history; zero keeps none.
     #[serde(with = "humantime_serde")]
     pub history_ttl: Duration,
+    /// How long a topic's retained state is kept after it was last set.
+    #[serde(with = "humantime_serde")]
+    pub retained_ttl: Duration,
 }
 
 impl Default for NamespaceConfig {
@@ -286,6 +307,7 @@ impl Default for NamespaceConfig {
             client_publish: false,
             history_size: 100,
             history_ttl: Duration::from_secs(600),
+            retained_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

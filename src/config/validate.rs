@@ -58,9 +58,19 @@ impl Config {
             .map_err(|e| ConfigError::invalid("log.level (SIGNALBOX_LOG)", e.to_string()))?;
         self.validate_limits()?;
         self.validate_timing()?;
-        for name in self.namespaces.keys() {
-            if name.is_empty() || name.contains(':') || crate::domain::Topic::parse(name).is_err() {
+        if self.history.max_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid("history.max_bytes", "must be at least 1048576 (1 MiB)"));
+        }
+        let default = crate::config::NamespaceConfig::default();
+        for (name, namespace) in std::iter::once((&String::new(), &default)).chain(&self.namespaces) {
+            let path = |key: &str| {
+                if name.is_empty() { format!("namespaces.*.{key}") } else { format!("namespaces.{name}.{key}") }
+            };
+            if !name.is_empty() && (name.contains(':') || crate::domain::Topic::parse(name).is_err()) {
                 return Err(ConfigError::invalid(format!("namespaces.{name}"), "not a valid namespace name"));
+            }
+            if namespace.retained_ttl < std::time::Duration::from_secs(1) {
+                return Err(ConfigError::invalid(path("retained_ttl"), "must be at least 1s"));
             }
         }
         Ok(())

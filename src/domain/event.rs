@@ -66,8 +66,21 @@ pub fn encode_delivery(event: &Event, topic: &Topic, position: &StreamPosition) 
         let _ = write_field(&mut out, key, value);
     }
     out.push(b'}');
+    // The frame may live on in history: give back the capacity guessed above.
+    out.shrink_to_fit();
     // serde_json only ever writes valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// `{…}` → `{…,"retained":true}`: the frame that follows a fresh subscribe with the topic's
+/// retained state. A delivered frame is an encoded JSON object, so the field is spliced in
+/// before its closing brace without parsing it.
+pub fn mark_retained(frame: &str) -> String {
+    let body = frame.strip_suffix('}').unwrap_or(frame);
+    let mut out = String::with_capacity(frame.len() + 16);
+    out.push_str(body);
+    out.push_str(if body.len() > 1 { ",\"retained\":true}" } else { "\"retained\":true}" });
+    out
 }
 
 fn write_field(out: &mut Vec<u8>, key: &str, value: &Value) -> serde_json::Result<()> {
@@ -114,6 +127,12 @@ mod tests {
         let ts = frame["timestamp"].as_str().unwrap();
         assert!(OffsetDateTime::parse(ts, &Rfc3339).is_ok(), "{ts}");
         assert_eq!(ts.len(), "2026-01-15T10:00:00.120Z".len(), "{ts}");
+    }
+
+    #[test]
+    fn marks_retained_frames() {
+        assert_eq!(mark_retained("{\"type\":\"a\"}"), "{\"type\":\"a\",\"retained\":true}");
+        assert_eq!(mark_retained("{}"), "{\"retained\":true}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod position;
 mod topic;
 
 pub use error_code::ErrorCode;
-pub use event::{Event, EventError, encode_delivery, now_rfc3339};
+pub use event::{Event, EventError, encode_delivery, mark_retained, now_rfc3339};
 pub use filter::{Filter, FilterError};
 pub use ids::{ConnectionId, UserId};
 pub use pattern::TopicPattern;

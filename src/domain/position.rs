@@ -10,8 +10,10 @@ pub struct Epoch(Arc<str>);
 impl Epoch {
     /// A fresh random epoch.
     pub fn generate() -> Self {
-        let random: u32 = rand::random();
-        Self(Arc::from(format!("{random:08x}")))
+        // 64 random bits: a forgotten topic that comes back must not draw its old epoch,
+        // or a resuming client would take the new offsets for the old ones.
+        let random: u64 = rand::random();
+        Self(Arc::from(format!("{random:016x}")))
     }
 
     /// Wraps an epoch string received from a client or a broker.

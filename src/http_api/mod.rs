@@ -26,7 +26,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/publish", post(publish::publish))
         .route("/broadcast", post(publish::broadcast))
-        .route("/topics/{topic}", get(topics::info))
+        // A wildcard, since topics may contain `/`.
+        .route("/topics/{*topic}", get(topics::get))
         .route("/connections", get(connections::list))
         .route("/connections/{id}/send", post(connections::send))
         .route("/connections/{id}", axum::routing::delete(connections::close))

@@ -1,4 +1,5 @@
-//! `POST /api/publish` and `POST /api/broadcast`.
+//! `POST /api/publish` and `POST /api/broadcast`: an event, to one topic or several, optionally
+//! retained as each topic's state.
 
 use axum::Json;
 use axum::extract::State;
@@ -36,24 +37,31 @@ fn topics_from(body: &Map<String, Value>) -> Result<(Vec<Topic>, bool), ApiError
     }
 }
 
-fn check_retain(body: &Map<String, Value>) -> Result<(), ApiError> {
+fn retain_from(body: &Map<String, Value>) -> Result<bool, ApiError> {
     match body.get("retain") {
-        None | Some(Value::Bool(_)) | Some(Value::Null) => Ok(()),
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(retain)) => Ok(*retain),
         Some(_) => Err(ApiError::Validation("`retain` must be a boolean".into())),
     }
 }
 
-async fn publish_to(state: &AppState, topics: Vec<Topic>, event: Event, single: bool) -> Result<Json<Value>, ApiError> {
+async fn publish_to(
+    state: &AppState,
+    topics: Vec<Topic>,
+    event: Event,
+    retain: bool,
+    single: bool,
+) -> Result<Json<Value>, ApiError> {
     let Some((last, others)) = topics.split_last() else {
         return Err(ApiError::Validation("give `topic` or a non-empty `topics`".into()));
     };
     let mut results = Vec::with_capacity(topics.len());
     for topic in others {
-        let position = state.hub.publish(topic, event.clone()).await?;
+        let position = state.hub.publish(topic, event.clone(), retain).await?;
         results.push(json!({"topic": topic, "offset": position.offset, "epoch": position.epoch.as_str()}));
     }
     // The event is moved into its last publish: a single-topic publish never copies it.
-    let position = state.hub.publish(last, event).await?;
+    let position = state.hub.publish(last, event, retain).await?;
     results.push(json!({"topic": last, "offset": position.offset, "epoch": position.epoch.as_str()}));
     let mut body = json!({"results": results});
     if single && let (Some(first), Value::Object(map)) = (results_first(&body), &mut body) {
@@ -74,9 +82,9 @@ pub async fn publish(
     let Json(body) = body?;
     let body = body.as_object().ok_or_else(|| ApiError::Validation("body must be a JSON object".into()))?;
     let (topics, single) = topics_from(body)?;
-    check_retain(body)?;
+    let retain = retain_from(body)?;
     let event = event_from(body)?;
-    publish_to(&state, topics, event, single).await
+    publish_to(&state, topics, event, retain, single).await
 }
 
 /// Publishes one event to `global`.
@@ -86,8 +94,8 @@ pub async fn broadcast(
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
     let body = body.as_object().ok_or_else(|| ApiError::Validation("body must be a JSON object".into()))?;
-    check_retain(body)?;
+    let retain = retain_from(body)?;
     let event = event_from(body)?;
     let global = Topic::parse("global").map_err(|e| ApiError::Validation(e.to_string()))?;
-    publish_to(&state, vec![global], event, true).await
+    publish_to(&state, vec![global], event, retain, true).await
 }

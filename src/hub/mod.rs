@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
 pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, WriterWork, monotonic_ms};
-pub use topics::{SubscribeError, TopicRegistry};
+pub use topics::{SubscribeError, SubscribeOptions, Subscribed, TopicRegistry};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, ReadRequest, TopicRead};
 use crate::domain::{Event, StreamPosition, Topic};
 use crate::metrics::Metrics;
 
@@ -46,10 +46,11 @@ impl Hub {
         Self { topics, connections, broker, metrics }
     }
 
-    /// Publishes `event` to `topic`; returns once it has its offset (and, with history,
-    /// is stored). Delivery to local subscribers has happened or is under way.
-    pub async fn publish(&self, topic: &Topic, event: Event) -> Result<StreamPosition, BrokerError> {
-        let position = self.broker.publish(topic, event).await?;
+    /// Publishes `event` to `topic` (with `retain`, also as the topic's state); returns once
+    /// it has its offset and is in history. Delivery to local subscribers has happened or is
+    /// under way.
+    pub async fn publish(&self, topic: &Topic, event: Event, retain: bool) -> Result<StreamPosition, BrokerError> {
+        let position = self.broker.publish(topic, event, retain).await?;
         self.metrics.events_published.increment(1);
         Ok(position)
     }
@@ -59,16 +60,24 @@ impl Hub {
         self.broker.position(topic).await
     }
 
+    /// Reads the topic's position, history and retained state in one atomic step.
+    pub async fn read(&self, topic: &Topic, request: ReadRequest) -> Result<TopicRead, BrokerError> {
+        self.broker.read(topic, request).await
+    }
+
     /// Subscribes `conn` to `topic`. `reply` builds the frame that must precede the topic's
-    /// events on this connection (e.g. `subscribed`), from the position live delivery
-    /// starts after; it is queued atomically with joining the topic.
+    /// events on this connection (e.g. `subscribed`); it is queued atomically with the
+    /// switch to live delivery, followed by the replay after `since` (or the retained
+    /// state when nothing was recovered), then live events. See `topics` for why there is
+    /// no gap and no duplicate at the seam.
     pub async fn subscribe(
         &self,
         conn: &Arc<ConnectionHandle>,
         topic: &Topic,
-        reply: Option<&(dyn Fn(&StreamPosition) -> FrameText + Sync)>,
-    ) -> Result<StreamPosition, SubscribeError> {
-        self.topics.subscribe(self.broker.as_ref(), conn, topic, reply).await
+        options: SubscribeOptions,
+        reply: Option<&(dyn Fn(&Subscribed) -> FrameText + Sync)>,
+    ) -> Result<Subscribed, SubscribeError> {
+        self.topics.subscribe(self.broker.as_ref(), conn, topic, options, reply).await
     }
 
     /// Removes `conn` from `topic`; returns whether it was subscribed.

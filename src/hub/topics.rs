@@ -1,20 +1,28 @@
 //! Topic registry: subscribers per topic and ordered local fan-out.
 //!
 //! Sharded map from topic to entry; each entry has its own lock, taken briefly by
-//! delivery (one encode per publish happened before; here only `try_send`s) and by
-//! subscribe/unsubscribe. The map's shard lock is never held while an entry lock is
-//! taken on the delivery path, and never across an await.
+//! delivery (one encode per publish happened before; here only filter checks and queue
+//! pushes) and by subscribe/unsubscribe. The map's shard lock is never held while an entry
+//! lock is taken on the delivery path, and never across an await.
+//!
+//! Subscribing is a join, a read, and a switch-over. The connection first joins the
+//! entry as a *joiner*: every event delivered from then on is buffered for it. Then the
+//! broker is read (position, history after `since`, retained state) without any lock
+//! held. Finally, under the entry lock, the connection gets the `subscribed` reply, the
+//! replay (or the retained state), and the buffered events newer than the read, and
+//! becomes a subscriber. Every event is thus either in the read or in the buffer, and the
+//! overlap is dropped by offset: no gap and no duplicate at the seam, whatever publishes
+//! run concurrently.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use serde_json::{Map, Value};
 
-use super::{ConnectionHandle, FrameText, OutboundFrame};
-use crate::broker::{Broker, BrokerError, Fanout};
-use crate::domain::{StreamPosition, Topic};
+use super::{ConnectionHandle, FrameText, OutboundFrame, SharedFrame};
+use crate::broker::{Broker, BrokerError, Delivery, Fanout, ReadFrom, ReadRequest};
+use crate::domain::{Epoch, Filter, StreamPosition, Topic, mark_retained};
 use crate::metrics::Metrics;
 
 /// Why a subscribe failed.
@@ -23,29 +31,52 @@ pub enum SubscribeError {
     /// The connection already holds the maximum number of topics.
     #[error("subscription limit reached ({0} topics per connection)")]
     TooMany(usize),
-    /// The broker could not tell the topic's position.
+    /// The broker could not be read.
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }
 
+/// What a subscribe asks for beyond the topic.
+#[derive(Debug, Default, Clone)]
+pub struct SubscribeOptions {
+    /// Resume after this offset of this epoch.
+    pub since: Option<(u64, Epoch)>,
+    /// Deliver only the events that pass.
+    pub filter: Option<Arc<Filter>>,
+}
+
+/// How a subscribe went, for the `subscribed` reply.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The topic's last offset when the subscription took effect: live events follow it.
+    pub position: StreamPosition,
+    /// Every event after `since` was replayed (false without `since`).
+    pub recovered: bool,
+}
+
 struct Subscriber {
     conn: Arc<ConnectionHandle>,
-    /// Events at or below this offset were already counted in the `subscribed` reply.
+    /// Events at or below this offset reached the connection through its subscribe.
     after_offset: u64,
+    filter: Option<Arc<Filter>>,
+}
+
+struct Joiner {
+    conn: Arc<ConnectionHandle>,
+    filter: Option<Arc<Filter>>,
+    /// Events delivered while the joiner reads the broker, with their offsets.
+    buffered: Vec<(u64, SharedFrame)>,
 }
 
 #[derive(Default)]
 struct TopicInner {
-    /// The last position delivered through this entry (or read from the broker at join).
-    last: Option<StreamPosition>,
     subscribers: Vec<Subscriber>,
+    joiners: Vec<Joiner>,
 }
 
 #[derive(Default)]
 struct TopicEntry {
     inner: Mutex<TopicInner>,
-    /// Subscribes under way; an entry with joiners is never removed.
-    joining: AtomicUsize,
 }
 
 /// All topics with local subscribers.
@@ -71,49 +102,92 @@ impl TopicRegistry {
         broker: &dyn Broker,
         conn: &Arc<ConnectionHandle>,
         topic: &Topic,
-        reply: Option<&(dyn Fn(&StreamPosition) -> FrameText + Sync)>,
-    ) -> Result<StreamPosition, SubscribeError> {
+        options: SubscribeOptions,
+        reply: Option<&(dyn Fn(&Subscribed) -> FrameText + Sync)>,
+    ) -> Result<Subscribed, SubscribeError> {
         // Subscribes of one connection run one at a time (its reader), so `holds` is exact.
-        let already = conn.holds(topic);
-        if !already && conn.topic_count() >= self.max_subscriptions {
+        if conn.holds(topic) {
+            return self.resubscribe(broker, conn, topic, options, reply).await;
+        }
+        if conn.topic_count() >= self.max_subscriptions {
             return Err(SubscribeError::TooMany(self.max_subscriptions));
         }
-        // Join first, then ask the broker: every event assigned after that answer is
-        // delivered through this entry, so taking max(answer, last delivered) as the start
-        // leaves no gap and no duplicate.
         let entry = {
+            // Joining under the shard's write lock: the entry cannot be removed in between.
             let e = self.topics.entry(topic.clone()).or_default();
-            e.joining.fetch_add(1, Ordering::AcqRel);
+            let joiner = Joiner { conn: conn.clone(), filter: options.filter.clone(), buffered: Vec::new() };
+            e.inner.lock().joiners.push(joiner);
             e.value().clone()
         };
-        let position = broker.position(topic).await;
-        entry.joining.fetch_sub(1, Ordering::AcqRel);
-        let position = match position {
-            Ok(p) => p,
+        let from = match &options.since {
+            Some((offset, epoch)) => ReadFrom::After { offset: *offset, epoch: Some(epoch.clone()) },
+            None => ReadFrom::Nothing,
+        };
+        let request = ReadRequest { from, limit: usize::MAX, partial: false, retained: true };
+        let read = broker.read(topic, request).await;
+        let mut inner = entry.inner.lock();
+        let joiner =
+            inner.joiners.iter().position(|j| Arc::ptr_eq(&j.conn, conn)).map(|i| inner.joiners.swap_remove(i));
+        let read = match read {
+            Ok(read) => read,
             Err(e) => {
+                drop(inner);
                 self.remove_if_idle(topic, &entry);
                 return Err(e.into());
             }
         };
-        let start = {
-            let mut inner = entry.inner.lock();
-            let start = match inner.last.take() {
-                Some(last) if last.epoch == position.epoch && last.offset > position.offset => last,
-                _ => position,
-            };
-            inner.last = Some(start.clone());
-            if !already {
-                inner.subscribers.push(Subscriber { conn: conn.clone(), after_offset: start.offset });
+        let subscribed = Subscribed { position: read.position.clone(), recovered: read.recovered };
+        if let Some(reply) = reply {
+            conn.send(reply(&subscribed));
+        }
+        let filter = options.filter;
+        let passes = |frame: &FrameText| filter.as_deref().is_none_or(|f| stored_frame_passes(f, frame));
+        if read.recovered {
+            for event in read.events.into_iter().filter(|e| passes(&e.frame)) {
+                conn.send_shared(&Arc::new(OutboundFrame { text: event.frame, published_at: None }));
             }
-            if let Some(reply) = reply {
-                conn.send(reply(&start));
+        } else if let Some(state) = read.retained.filter(|s| passes(s)) {
+            conn.send(FrameText::from(mark_retained(state.as_str())));
+        }
+        let mut after_offset = read.position.offset;
+        for (offset, frame) in joiner.map(|j| j.buffered).unwrap_or_default() {
+            if offset > read.position.offset {
+                conn.send_shared(&frame);
+                after_offset = offset;
             }
-            start
-        };
+        }
+        inner.subscribers.push(Subscriber { conn: conn.clone(), after_offset, filter });
+        drop(inner);
         if conn.add_topic(topic) {
             self.metrics.subscriptions.increment(1.0);
         }
-        Ok(start)
+        Ok(subscribed)
+    }
+
+    /// A subscribe to a topic the connection already holds: it keeps receiving, takes the
+    /// new filter, and gets `subscribed` again. Nothing is replayed (nothing was missed).
+    async fn resubscribe(
+        &self,
+        broker: &dyn Broker,
+        conn: &Arc<ConnectionHandle>,
+        topic: &Topic,
+        options: SubscribeOptions,
+        reply: Option<&(dyn Fn(&Subscribed) -> FrameText + Sync)>,
+    ) -> Result<Subscribed, SubscribeError> {
+        let position = broker.position(topic).await?;
+        let recovered = options.since.as_ref().is_some_and(|(_, epoch)| *epoch == position.epoch);
+        let subscribed = Subscribed { position, recovered };
+        let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
+            return Ok(subscribed);
+        };
+        let mut inner = entry.inner.lock();
+        if let Some(sub) = inner.subscribers.iter_mut().find(|s| Arc::ptr_eq(&s.conn, conn)) {
+            sub.filter = options.filter;
+        }
+        if let Some(reply) = reply {
+            conn.send(reply(&subscribed));
+        }
+        Ok(subscribed)
     }
 
     pub(super) fn unsubscribe(&self, conn: &Arc<ConnectionHandle>, topic: &Topic) -> bool {
@@ -141,7 +215,7 @@ impl TopicRegistry {
             if let Some(i) = inner.subscribers.iter().position(|s| Arc::ptr_eq(&s.conn, conn)) {
                 inner.subscribers.swap_remove(i);
             }
-            inner.subscribers.is_empty()
+            inner.subscribers.is_empty() && inner.joiners.is_empty()
         };
         if now_empty {
             self.remove_if_idle(topic, &entry);
@@ -151,26 +225,179 @@ impl TopicRegistry {
     fn remove_if_idle(&self, topic: &Topic, entry: &Arc<TopicEntry>) {
         // Under the shard's write lock no subscribe can start joining this entry.
         self.topics.remove_if(topic, |_, e| {
-            Arc::ptr_eq(e, entry) && e.joining.load(Ordering::Acquire) == 0 && e.inner.lock().subscribers.is_empty()
+            let inner = e.inner.lock();
+            Arc::ptr_eq(e, entry) && inner.joiners.is_empty() && inner.subscribers.is_empty()
         });
     }
 }
 
+/// Whether a frame from history passes `filter`. History keeps frames, not parsed events,
+/// so a replay to a filtered subscriber parses each frame once; live delivery never does.
+fn stored_frame_passes(filter: &Filter, frame: &FrameText) -> bool {
+    serde_json::from_str::<Map<String, Value>>(frame.as_str()).is_ok_and(|event| filter.matches(&event))
+}
+
 impl Fanout for TopicRegistry {
-    fn deliver(&self, topic: &Topic, position: &StreamPosition, frame: &FrameText, published_at: Instant) {
-        let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
+    fn deliver(&self, delivery: &Delivery<'_>) {
+        let Some(entry) = self.topics.get(delivery.topic).map(|e| e.value().clone()) else {
             return;
         };
+        let offset = delivery.position.offset;
+        let event = delivery.event.fields();
+        let frame = Arc::new(OutboundFrame { text: delivery.frame.clone(), published_at: Some(delivery.published_at) });
         let mut inner = entry.inner.lock();
-        match &mut inner.last {
-            Some(last) if last.epoch == position.epoch => last.offset = last.offset.max(position.offset),
-            last => *last = Some(position.clone()),
-        }
-        let frame = Arc::new(OutboundFrame { text: frame.clone(), published_at: Some(published_at) });
         for sub in &inner.subscribers {
-            if position.offset > sub.after_offset {
+            if offset > sub.after_offset && sub.filter.as_deref().is_none_or(|f| f.matches(event)) {
                 sub.conn.send_shared(&frame);
             }
         }
+        for joiner in &mut inner.joiners {
+            if joiner.filter.as_deref().is_none_or(|f| f.matches(event)) {
+                joiner.buffered.push((offset, frame.clone()));
+            }
+        }
+    }
+
+    fn is_watched(&self, topic: &Topic) -> bool {
+        self.topics.contains_key(topic)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The switch-over, with the broker's read held open while events are delivered, so
+    //! the buffered window is exercised deterministically (a real memory broker answers
+    //! too fast to hit it reliably).
+
+    use std::collections::VecDeque;
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use async_trait::async_trait;
+    use futures_util::FutureExt;
+    use serde_json::json;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::broker::{StoredEvent, TopicRead};
+    use crate::domain::{ConnectionId, Event, UserId};
+    use crate::hub::QueueLimits;
+
+    /// A broker whose reads wait for `release` and then answer `answer`.
+    struct GatedBroker {
+        release: Notify,
+        answer: TopicRead,
+    }
+
+    #[async_trait]
+    impl Broker for GatedBroker {
+        async fn publish(&self, _: &Topic, _: Event, _: bool) -> Result<StreamPosition, BrokerError> {
+            Err(BrokerError::Unavailable("not used".into()))
+        }
+        async fn read(&self, _: &Topic, _: ReadRequest) -> Result<TopicRead, BrokerError> {
+            self.release.notified().await;
+            Ok(self.answer.clone())
+        }
+        async fn ping(&self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+    }
+
+    fn frame(offset: u64) -> FrameText {
+        FrameText::from(format!("{{\"offset\":{offset},\"n\":{}}}", offset % 2))
+    }
+
+    fn deliver(registry: &TopicRegistry, topic: &Topic, epoch: &Epoch, offset: u64) {
+        let position = StreamPosition { offset, epoch: epoch.clone() };
+        let event = Event::from_value(json!({"type": "t", "n": offset % 2})).unwrap();
+        let frame = frame(offset);
+        registry.deliver(&Delivery {
+            topic,
+            position: &position,
+            frame: &frame,
+            event: &event,
+            published_at: Instant::now(),
+        });
+    }
+
+    fn queued(conn: &ConnectionHandle) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        let _ = conn.next_outbound(&mut batch).now_or_never();
+        batch.drain(..).map(|f| f.text.to_string()).collect()
+    }
+
+    async fn subscribe_while_delivering(filter: Option<Filter>, recovered: bool) -> Vec<String> {
+        let registry = Arc::new(TopicRegistry::new(10, Metrics::new()));
+        let topic = Topic::parse("job:seam").unwrap();
+        let epoch = Epoch::new("e");
+        // The broker's answer: position 5, history 3..=5 (the client has up to 2).
+        let events = (3..=5).map(|offset| StoredEvent { offset, frame: frame(offset) }).collect();
+        let answer = TopicRead {
+            position: StreamPosition { offset: 5, epoch: epoch.clone() },
+            events,
+            recovered,
+            retained: Some(FrameText::from("{\"offset\":5,\"n\":1}")),
+        };
+        let broker = Arc::new(GatedBroker { release: Notify::new(), answer });
+        let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+        let limits = QueueLimits { frames: 100, bytes: 1 << 20 };
+        let conn =
+            Arc::new(ConnectionHandle::new(ConnectionId::generate(), UserId::new("u"), remote, limits, Metrics::new()));
+        let options = SubscribeOptions { since: Some((2, epoch.clone())), filter: filter.map(Arc::new) };
+        let task = {
+            let (registry, broker, conn, topic) = (registry.clone(), broker.clone(), conn.clone(), topic.clone());
+            tokio::spawn(async move {
+                let reply =
+                    |s: &Subscribed| FrameText::from(format!("subscribed {} {}", s.position.offset, s.recovered));
+                registry.subscribe(broker.as_ref(), &conn, &topic, options, Some(&reply)).await.map(|_| ())
+            })
+        };
+        while !registry.is_watched(&topic) {
+            tokio::task::yield_now().await;
+        }
+        // Published while the subscriber reads: 4 and 5 are in the read too, 6 is not.
+        for offset in 4..=6 {
+            deliver(&registry, &topic, &epoch, offset);
+        }
+        broker.release.notify_one();
+        assert!(task.await.unwrap().is_ok());
+        deliver(&registry, &topic, &epoch, 7);
+        queued(&conn)
+    }
+
+    #[tokio::test]
+    async fn events_delivered_during_the_read_follow_the_replay_without_duplicates() {
+        let frames = subscribe_while_delivering(None, true).await;
+        let expected =
+            ["subscribed 5 true", "{\"offset\":3,\"n\":1}", "{\"offset\":4,\"n\":0}", "{\"offset\":5,\"n\":1}"]
+                .into_iter()
+                .map(String::from)
+                .chain([frame(6).to_string(), frame(7).to_string()])
+                .collect::<Vec<_>>();
+        assert_eq!(frames, expected);
+    }
+
+    #[tokio::test]
+    async fn an_unrecovered_subscribe_gets_the_retained_state_then_the_buffered_events() {
+        let frames = subscribe_while_delivering(None, false).await;
+        assert_eq!(
+            frames,
+            [
+                "subscribed 5 false",
+                "{\"offset\":5,\"n\":1,\"retained\":true}",
+                "{\"offset\":6,\"n\":0}",
+                "{\"offset\":7,\"n\":1}"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn filters_apply_to_replay_buffer_and_live_events() {
+        let only_odd = Filter::parse(&json!({"n": 1})).unwrap();
+        let frames = subscribe_while_delivering(Some(only_odd), true).await;
+        assert_eq!(
+            frames,
+            ["subscribed 5 true", "{\"offset\":3,\"n\":1}", "{\"offset\":5,\"n\":1}", "{\"offset\":7,\"n\":1}"]
+        );
     }
 }

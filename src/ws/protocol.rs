@@ -4,9 +4,11 @@
 //! [`FrameError`] carrying the code and the `requestId` to echo. It never panics on any
 //! input (a property test and a fuzz target hold it to that) and does no I/O.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
-use crate::domain::{ErrorCode, Event, Topic, now_rfc3339};
+use crate::domain::{ErrorCode, Event, Filter, Topic, now_rfc3339};
 
 /// A parsed client message.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,20 @@ pub struct Since {
     pub epoch: String,
 }
 
+/// `filters` on subscribe: compiled once, compared by the JSON they came from.
+#[derive(Debug, Clone)]
+pub struct SubscriptionFilter {
+    /// The compiled filter, shared with the topic registry.
+    pub filter: Arc<Filter>,
+    source: Value,
+}
+
+impl PartialEq for SubscriptionFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
 /// The actions a client can ask for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientAction {
@@ -35,6 +51,8 @@ pub enum ClientAction {
         topic: Topic,
         /// Resume point.
         since: Option<Since>,
+        /// Only events that pass.
+        filter: Option<SubscriptionFilter>,
     },
     /// `unsubscribe`.
     Unsubscribe {
@@ -47,6 +65,8 @@ pub enum ClientAction {
         topic: Topic,
         /// The event.
         event: Event,
+        /// Also store it as the topic's retained state.
+        retain: bool,
     },
     /// `request_status`.
     RequestStatus {
@@ -151,21 +171,30 @@ impl Params<'_> {
 
     fn subscribe(&self) -> Result<ClientAction, String> {
         let topic = self.topic()?;
-        if self.get("filters").is_some() {
-            return Err("`filters` are not supported by this version of the server".into());
-        }
         let since = match self.get("since") {
             None => None,
             Some(v) => Some(parse_since(v)?),
         };
-        Ok(ClientAction::Subscribe { topic, since })
+        let filter = match self.get("filters") {
+            None => None,
+            Some(source) => {
+                let filter = Filter::parse(source).map_err(|e| format!("invalid `filters`: {e}"))?;
+                Some(SubscriptionFilter { filter: Arc::new(filter), source: source.clone() })
+            }
+        };
+        Ok(ClientAction::Subscribe { topic, since, filter })
     }
 
     fn publish(&self) -> Result<ClientAction, String> {
         let topic = self.topic()?;
         let event = self.get("event").ok_or("missing field `event`")?;
         let event = Event::from_value(event.clone()).map_err(|e| e.to_string())?;
-        Ok(ClientAction::Publish { topic, event })
+        let retain = match self.get("retain") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("`retain` must be a boolean".into()),
+        };
+        Ok(ClientAction::Publish { topic, event, retain })
     }
 }
 
@@ -242,10 +271,10 @@ pub mod frames {
         with_request_id(json!({"type": "published", "topic": topic, "offset": offset}), request_id)
     }
 
-    /// `status` (retained state lands with history; until then `state` is null).
-    pub fn status(topic: &Topic, position: &StreamPosition, request_id: Option<&str>) -> String {
+    /// `status`: the topic's retained state (a delivered event, or null) and position.
+    pub fn status(topic: &Topic, state: Value, position: &StreamPosition, request_id: Option<&str>) -> String {
         with_request_id(
-            json!({"type": "status", "topic": topic, "state": Value::Null, "offset": position.offset, "epoch": position.epoch.as_str()}),
+            json!({"type": "status", "topic": topic, "state": state, "offset": position.offset, "epoch": position.epoch.as_str()}),
             request_id,
         )
     }
@@ -295,7 +324,11 @@ mod tests {
             r#"{"action":"subscribe","project_id":"p1"}"#,
             r#"{"action":"subscribe","data":{"project_id":"p1"}}"#,
         ] {
-            assert_eq!(action(text), ClientAction::Subscribe { topic: project.clone(), since: None }, "{text}");
+            assert_eq!(
+                action(text),
+                ClientAction::Subscribe { topic: project.clone(), since: None, filter: None },
+                "{text}"
+            );
         }
         assert_eq!(
             action(r#"{"action":"unsubscribe","job_id":7}"#),
@@ -328,6 +361,13 @@ mod tests {
             r#"{"action":"subscribe","topic":"bad topic"}"#,
             r#"{"action":"subscribe","topic":"a","since":{"offset":-1,"epoch":"e"}}"#,
             r#"{"action":"subscribe","topic":"a","since":"x"}"#,
+            r#"{"action":"subscribe","topic":"a","since":{"offset":1.5,"epoch":"e"}}"#,
+            r#"{"action":"subscribe","topic":"a","since":{"offset":"3","epoch":"e"}}"#,
+            r#"{"action":"subscribe","topic":"a","since":{"offset":18446744073709551616,"epoch":"e"}}"#,
+            r#"{"action":"subscribe","topic":"a","since":{"offset":1,"epoch":7}}"#,
+            r#"{"action":"subscribe","topic":"a","filters":[1]}"#,
+            r#"{"action":"subscribe","topic":"a","filters":{"n":{"gtt":1}}}"#,
+            r#"{"action":"publish","topic":"a","event":{"type":"t"},"retain":"yes"}"#,
             r#"{"action":"publish","topic":"a","event":{"no":"type"}}"#,
             r#"{"action":"publish","topic":"a"}"#,
             r#"{"action":"refresh"}"#,
@@ -359,9 +399,31 @@ mod tests {
             action(r#"{"action":"subscribe","topic":"a","since":{"offset":3,"epoch":"e1"}}"#),
             ClientAction::Subscribe {
                 topic: Topic::parse("a").unwrap(),
-                since: Some(Since { offset: 3, epoch: "e1".into() })
+                since: Some(Since { offset: 3, epoch: "e1".into() }),
+                filter: None,
             }
         );
+    }
+
+    #[test]
+    fn filters_and_retain_are_parsed() {
+        let ClientAction::Subscribe { filter: Some(filter), .. } =
+            action(r#"{"action":"subscribe","topic":"a","data":{"filters":{"n":{"gte":2}}}}"#)
+        else {
+            panic!("no filter");
+        };
+        let event = |n: i64| json!({"n": n}).as_object().cloned().unwrap();
+        assert!(filter.filter.matches(&event(2)));
+        assert!(!filter.filter.matches(&event(1)));
+        let e = err(r#"{"action":"subscribe","topic":"a","filters":{"n":{"gtt":1}},"requestId":"r"}"#);
+        assert!(e.message.contains("gtt"), "{}", e.message);
+        assert_eq!(e.request_id.as_deref(), Some("r"));
+        let ClientAction::Publish { retain, .. } =
+            action(r#"{"action":"publish","topic":"a","event":{"type":"t"},"retain":true}"#)
+        else {
+            panic!("not a publish");
+        };
+        assert!(retain);
     }
 
     fn json_value() -> impl Strategy<Value = Value> {

@@ -10,10 +10,13 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::protocol::{ClientAction, ClientRequest, frames, parse_client_frame, peek_request_id};
+use super::protocol::{
+    ClientAction, ClientRequest, Since, SubscriptionFilter, frames, parse_client_frame, peek_request_id,
+};
 use crate::auth::{AuthError, Identity};
-use crate::domain::{ErrorCode, Event, Topic};
-use crate::hub::{CloseReason, ConnectionHandle, SubscribeError};
+use crate::broker::ReadRequest;
+use crate::domain::{Epoch, ErrorCode, Event, Topic};
+use crate::hub::{CloseReason, ConnectionHandle, SubscribeError, SubscribeOptions};
 use crate::state::AppState;
 
 /// Request handling state of one connection.
@@ -47,7 +50,7 @@ impl Session {
             tracing::warn!(connectionId = %self.conn.id, userId = %self.identity.user, error = %e, "no user:<sub> topic for this user id");
         }
         for topic in [user_topic.ok(), Topic::parse("global").ok()].into_iter().flatten() {
-            if let Err(e) = self.state.hub.subscribe(&self.conn, &topic, None).await {
+            if let Err(e) = self.state.hub.subscribe(&self.conn, &topic, SubscribeOptions::default(), None).await {
                 tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, topic = %topic, error = %e, "automatic subscription failed");
             }
         }
@@ -58,7 +61,7 @@ impl Session {
     pub async fn subscribe_requested(&mut self, requested: Vec<Result<Topic, String>>) {
         for topic in requested {
             match topic {
-                Ok(topic) => self.subscribe(topic, None).await,
+                Ok(topic) => self.subscribe(topic, None, None, None).await,
                 Err(message) => self.error(ErrorCode::Validation, &message, None),
             }
         }
@@ -110,24 +113,13 @@ impl Session {
     async fn handle(&mut self, request: ClientRequest) {
         let rid = request.request_id.as_deref();
         match request.action {
-            // `since` is parsed and validated; until history lands nothing can be replayed, so
-            // every subscribe answers `recovered: false` and the client resynchronises from its
-            // backend, as SPEC §5 prescribes for lost history.
-            ClientAction::Subscribe { topic, since: _ } => self.subscribe(topic, rid).await,
+            ClientAction::Subscribe { topic, since, filter } => self.subscribe(topic, since, filter, rid).await,
             ClientAction::Unsubscribe { topic } => {
                 self.state.hub.unsubscribe(&self.conn, &topic);
                 self.reply(frames::unsubscribed(&topic, rid));
             }
-            ClientAction::Publish { topic, event } => self.publish(topic, event, rid).await,
-            ClientAction::RequestStatus { topic } => {
-                if !self.state.policy.may_subscribe(&self.identity, &topic) {
-                    return self.error(ErrorCode::Authorization, &format!("not allowed to read {topic}"), rid);
-                }
-                match self.state.hub.position(&topic).await {
-                    Ok(position) => self.reply(frames::status(&topic, &position, rid)),
-                    Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
-                }
-            }
+            ClientAction::Publish { topic, event, retain } => self.publish(topic, event, retain, rid).await,
+            ClientAction::RequestStatus { topic } => self.request_status(topic, rid).await,
             ClientAction::Ping => self.reply(frames::pong(rid)),
             ClientAction::Subscriptions => self.reply(frames::subscriptions(&self.conn.topics(), rid)),
             ClientAction::Refresh { token } => self.refresh(&token, rid),
@@ -139,12 +131,22 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, topic: Topic, rid: Option<&str>) {
+    async fn subscribe(
+        &mut self,
+        topic: Topic,
+        since: Option<Since>,
+        filter: Option<SubscriptionFilter>,
+        rid: Option<&str>,
+    ) {
         if !self.state.policy.may_subscribe(&self.identity, &topic) {
             return self.error(ErrorCode::Authorization, &format!("not allowed to subscribe to {topic}"), rid);
         }
-        let reply = |position: &_| frames::subscribed(&topic, position, false, rid).into();
-        match self.state.hub.subscribe(&self.conn, &topic, Some(&reply)).await {
+        let options = SubscribeOptions {
+            since: since.map(|s| (s.offset, Epoch::new(&s.epoch))),
+            filter: filter.map(|f| f.filter),
+        };
+        let reply = |s: &crate::hub::Subscribed| frames::subscribed(&topic, &s.position, s.recovered, rid).into();
+        match self.state.hub.subscribe(&self.conn, &topic, options, Some(&reply)).await {
             Ok(_) => {}
             Err(SubscribeError::TooMany(max)) => self.error(
                 ErrorCode::Validation,
@@ -155,11 +157,26 @@ impl Session {
         }
     }
 
-    async fn publish(&mut self, topic: Topic, event: Event, rid: Option<&str>) {
+    async fn request_status(&mut self, topic: Topic, rid: Option<&str>) {
+        if !self.state.policy.may_subscribe(&self.identity, &topic) {
+            return self.error(ErrorCode::Authorization, &format!("not allowed to read {topic}"), rid);
+        }
+        let request = ReadRequest { retained: true, ..ReadRequest::default() };
+        match self.state.hub.read(&topic, request).await {
+            Ok(read) => {
+                // The retained frame is our own encoding of a JSON object; null if not.
+                let state = read.retained.and_then(|f| serde_json::from_str(f.as_str()).ok()).unwrap_or_default();
+                self.reply(frames::status(&topic, state, &read.position, rid));
+            }
+            Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
+        }
+    }
+
+    async fn publish(&mut self, topic: Topic, event: Event, retain: bool, rid: Option<&str>) {
         if !self.state.policy.may_client_publish(&self.identity, &topic) {
             return self.error(ErrorCode::Authorization, &format!("clients may not publish to {topic}"), rid);
         }
-        match self.state.hub.publish(&topic, event).await {
+        match self.state.hub.publish(&topic, event, retain).await {
             Ok(position) => self.reply(frames::published(&topic, position.offset, rid)),
             Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
         }

@@ -7,6 +7,7 @@ mod auth;
 mod bench;
 mod binary;
 mod delivery;
+mod history;
 mod limits;
 mod ops;
 mod protocol;

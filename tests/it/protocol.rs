@@ -127,7 +127,25 @@ async fn malformed_and_wrong_input_gets_clear_errors_and_connection_survives() {
             "VALIDATION_ERROR",
         ),
         (json!({"action": "subscribe", "topic": "a", "since": {"offset": "1"}}).to_string(), "VALIDATION_ERROR"),
-        (json!({"action": "subscribe", "topic": "a", "filters": {"x": 1}}).to_string(), "VALIDATION_ERROR"),
+        (json!({"action": "subscribe", "topic": "a", "filters": {"x": {"gtt": 1}}}).to_string(), "VALIDATION_ERROR"),
+        (json!({"action": "subscribe", "topic": "a", "filters": [1]}).to_string(), "VALIDATION_ERROR"),
+        (json!({"action": "subscribe", "topic": "a", "filters": {"x": [1, 2]}}).to_string(), "VALIDATION_ERROR"),
+        (
+            json!({"action": "subscribe", "topic": "a", "since": {"offset": 1.5, "epoch": "e"}}).to_string(),
+            "VALIDATION_ERROR",
+        ),
+        (
+            json!({"action": "subscribe", "topic": "a", "since": {"offset": 1, "epoch": 7}}).to_string(),
+            "VALIDATION_ERROR",
+        ),
+        (
+            r#"{"action":"subscribe","topic":"a","since":{"offset":99999999999999999999999,"epoch":"e"}}"#.into(),
+            "VALIDATION_ERROR",
+        ),
+        (
+            json!({"action": "publish", "topic": "a", "event": {"type": "t"}, "retain": "yes"}).to_string(),
+            "VALIDATION_ERROR",
+        ),
         (json!({"action": "publish", "topic": "a", "event": [1]}).to_string(), "VALIDATION_ERROR"),
         (json!({"action": "refresh", "token": 5}).to_string(), "VALIDATION_ERROR"),
         (json!({"action": "ping", "requestId": {"x": 1}}).to_string(), "VALIDATION_ERROR"),
