@@ -46,6 +46,19 @@ pub struct Shared {
     pub reconnect: Mutex<Histogram<u64>>,
     /// Storm: clients resubscribed.
     pub resubscribed: AtomicU64,
+    /// Storm: time from the drop until the client has every event up to the offset of its
+    /// new `subscribed` reply (the replay is over), ns.
+    pub caught_up: Mutex<Histogram<u64>>,
+    /// Storm: events the resuming clients had missed (sum of subscribed offset − since).
+    pub missed: AtomicU64,
+    /// Storm: dropping clients not yet caught up; the last one to catch up ends the storm.
+    pub catching_up: AtomicU64,
+    /// Storm: [start, end) in ns since the run started; `u64::MAX` until known.
+    pub storm_span: (AtomicU64, AtomicU64),
+    /// Storm: latency of the clients that did not drop, for events sent during the storm.
+    pub steady_latency: Mutex<Histogram<u64>>,
+    /// Storm: fires when every dropping client has caught up.
+    pub all_caught_up: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -58,6 +71,12 @@ impl Shared {
             latency: (0..LATENCY_SHARDS).map(|_| Mutex::new(latency_histogram())).collect(),
             reconnect: Mutex::new(latency_histogram()),
             resubscribed: AtomicU64::new(0),
+            caught_up: Mutex::new(latency_histogram()),
+            missed: AtomicU64::new(0),
+            catching_up: AtomicU64::new(0),
+            storm_span: (AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)),
+            steady_latency: Mutex::new(latency_histogram()),
+            all_caught_up: tokio::sync::Notify::new(),
         }
     }
 
@@ -112,6 +131,8 @@ pub struct ClientTally {
     pub recovered: u32,
     /// Reconnections that failed for good.
     pub reconnect_failures: u32,
+    /// Offset in the `subscribed` reply of the last resubscription: the replay ends there.
+    pub resumed_at: u64,
 }
 
 /// Where a client resumes after a reconnect: the last offset it saw and its epoch.
@@ -325,26 +346,45 @@ pub struct Receiver {
     pub stop: CancellationToken,
     /// Fires when every client must drop its connection and resubscribe (storm).
     pub storm: CancellationToken,
+    /// Whether this client drops in the storm (others keep receiving, to show whether
+    /// resumes stall live delivery).
+    pub drops: bool,
+    /// How long a dropping client stays offline before it reconnects.
+    pub offline: Duration,
 }
 
 /// Reads until `stop` fires or the socket ends, counting into `tally` and `shared`. When
 /// `storm` fires, drops the connection at once, reconnects and resubscribes with `since`.
 pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> ClientTally {
-    let Receiver { index, config, shared, stop, storm } = ctx;
+    let Receiver { index, config, shared, stop, storm, drops, offline } = ctx;
     let protocol = config.protocol;
     let scanner = FrameScanner::default();
     let shard = &shared.latency[index % LATENCY_SHARDS];
-    let mut storm_pending = true;
+    let mut storm_pending = drops;
+    // (offset that ends the replay, when the client dropped)
+    let mut catching_up: Option<(u64, Instant)> = None;
     loop {
         let frame = tokio::select! {
             () = stop.cancelled() => break,
             () = storm.cancelled(), if storm_pending => {
                 storm_pending = false;
+                let dropped = Instant::now();
                 // An abrupt drop, as when a load balancer or a network path fails.
                 drop(ws);
-                match reconnect(&config, index, &mut tally, &shared, &stop).await {
+                tokio::time::sleep(offline).await;
+                let since = tally.last_offset;
+                match reconnect(&config, index, &mut tally, &shared, &stop, dropped).await {
                     Some(socket) => ws = socket,
-                    None => return tally,
+                    None => {
+                        caught_up(&shared, None);
+                        return tally;
+                    }
+                }
+                shared.missed.fetch_add(tally.resumed_at.saturating_sub(since), Ordering::Relaxed);
+                if tally.last_offset >= tally.resumed_at {
+                    caught_up(&shared, Some(dropped));
+                } else {
+                    catching_up = Some((tally.resumed_at, dropped));
                 }
                 continue;
             }
@@ -375,16 +415,39 @@ pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> C
         } else {
             tally.last_offset = event.offset;
         }
+        if let Some((target, dropped)) = catching_up
+            && tally.last_offset >= target
+        {
+            catching_up = None;
+            caught_up(&shared, Some(dropped));
+        }
         if let Some(sent) = event.sent_ns {
             let (from, to) = (shared.window.0.load(Ordering::Relaxed), shared.window.1.load(Ordering::Relaxed));
             if sent >= from && sent < to {
                 let latency = shared.now_ns().saturating_sub(sent).max(1);
                 let _ = shard.lock().record(latency);
             }
+            let (from, to) = (shared.storm_span.0.load(Ordering::Relaxed), shared.storm_span.1.load(Ordering::Relaxed));
+            if !drops && sent >= from && sent < to {
+                let latency = shared.now_ns().saturating_sub(sent).max(1);
+                let _ = shared.steady_latency.lock().record(latency);
+            }
         }
     }
     let _ = ws.close(None).await;
     tally
+}
+
+/// One dropping client has every event it missed (or gave up: `None`); the last one ends
+/// the storm's span.
+fn caught_up(shared: &Shared, dropped: Option<Instant>) {
+    if let Some(dropped) = dropped {
+        let _ = shared.caught_up.lock().record((dropped.elapsed().as_nanos() as u64).max(1));
+    }
+    if shared.catching_up.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shared.storm_span.1.store(shared.now_ns(), Ordering::Relaxed);
+        shared.all_caught_up.notify_one();
+    }
 }
 
 /// Reconnects and resubscribes after a storm drop, retrying a few times; records the time
@@ -395,8 +458,8 @@ async fn reconnect(
     tally: &mut ClientTally,
     shared: &Shared,
     stop: &CancellationToken,
+    dropped: Instant,
 ) -> Option<Socket> {
-    let dropped = Instant::now();
     let resume = tally.epoch.clone().map(|epoch| Resume { offset: tally.last_offset, epoch });
     for attempt in 0..RECONNECT_ATTEMPTS {
         if stop.is_cancelled() {
@@ -412,6 +475,7 @@ async fn reconnect(
                     tally.last_offset = tally.last_offset.max(fresh.start_offset);
                 }
                 tally.epoch = fresh.epoch.or(tally.epoch.take());
+                tally.resumed_at = fresh.start_offset;
                 let took = dropped.elapsed().as_nanos() as u64;
                 let _ = shared.reconnect.lock().record(took.max(1));
                 shared.resubscribed.fetch_add(1, Ordering::Relaxed);

@@ -124,6 +124,14 @@ pub struct BenchArgs {
     /// No live progress bars (for scripts).
     #[arg(long)]
     pub quiet: bool,
+    /// Storm: how long dropped clients stay offline before reconnecting (they then miss
+    /// about rate / topics × this many events each, replayed on resume).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub storm_offline: Duration,
+    /// Storm: the fraction of clients that drop (the others keep receiving; their latency
+    /// while the resumes run shows whether resuming stalls live delivery).
+    #[arg(long, default_value_t = 1.0)]
+    pub storm_fraction: f64,
 }
 
 /// The resolved shape of one run.
@@ -254,6 +262,8 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let stop_clients = CancellationToken::new();
     let storm = CancellationToken::new();
     let mut readers = Vec::with_capacity(plan.connections);
+    // Connected clients that will drop in a storm.
+    let mut dropping = 0u64;
     let mut connect_times = client::latency_histogram();
     let (mut failed, mut first_error) = (0usize, String::new());
     for (i, attempt) in attempts.into_iter().enumerate() {
@@ -266,7 +276,10 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                     shared: shared.clone(),
                     stop: stop_clients.clone(),
                     storm: storm.clone(),
+                    drops: drops_in_storm(i, plan.topics, args.storm_fraction),
+                    offline: args.storm_offline,
                 };
+                dropping += u64::from(receiver.drops);
                 readers.push(tokio::spawn(client::receive(ws, tally, receiver)));
             }
             Err(e) => {
@@ -312,9 +325,18 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let storm_at = (plan.scenario == Some(Scenario::Storm))
         .then(|| Duration::from_secs_f64(plan.warmup_s + plan.duration_s / 3.0));
     let mut storm_started: Option<Instant> = None;
+    let mut storm_cpu: Option<tokio::task::JoinHandle<report::StormCpu>> = None;
     while run_started.elapsed() < total {
         if storm_started.is_none() && storm_at.is_some_and(|at| run_started.elapsed() >= at) {
             storm_started = Some(Instant::now());
+            shared.catching_up.store(dropping, Ordering::Release);
+            shared.storm_span.0.store(shared.now_ns(), Ordering::Relaxed);
+            let (shared, pid, before) = (shared.clone(), args.server_pid, sample(args.server_pid));
+            storm_cpu = Some(tokio::spawn(async move {
+                let started = Instant::now();
+                shared.all_caught_up.notified().await;
+                report::StormCpu { wall: started.elapsed(), before, after: pid.and_then(procstat::sample) }
+            }));
             storm.cancel();
         }
         let warmup_over = run_started.elapsed() >= Duration::from_secs_f64(plan.warmup_s);
@@ -366,6 +388,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         }
     }
     stop_clients.cancel();
+    // Every dropping client has caught up (or gave up) by now, unless the storm never ended.
+    let storm_cpu = match storm_cpu {
+        Some(task) => tokio::time::timeout(Duration::from_secs(1), task).await.ok().and_then(Result::ok),
+        None => None,
+    };
     let mut tallies: Vec<ClientTally> = Vec::with_capacity(readers.len());
     for r in readers {
         if let Ok(t) = r.await {
@@ -387,6 +414,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         storm: storm_started.map(|_| report::StormInputs {
             reconnect: shared.reconnect.lock().clone(),
             resubscribed: shared.resubscribed.load(Ordering::Relaxed),
+            caught_up: shared.caught_up.lock().clone(),
+            missed: shared.missed.load(Ordering::Relaxed),
+            steady_latency: shared.steady_latency.lock().clone(),
+            offline: args.storm_offline,
+            cpu: storm_cpu,
         }),
         timeline,
         server_before,
@@ -401,9 +433,25 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// Whether client `index` drops in the storm: `fraction` of each topic's subscribers
+/// (client i holds topic i % topics), spread evenly.
+fn drops_in_storm(index: usize, topics: usize, fraction: f64) -> bool {
+    let round = (index / topics.max(1)) as f64;
+    ((round + 1.0) * fraction).floor() > (round * fraction).floor()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storm_fraction_picks_that_share_of_clients() {
+        let count = |f| (0..1000).filter(|&i| drops_in_storm(i, 10, f)).count();
+        assert_eq!((count(1.0), count(0.5), count(0.25), count(0.0)), (1000, 500, 250, 0));
+        // Every topic loses half its subscribers, not half the topics all of theirs.
+        let topic_0 = (0..1000).filter(|&i| i % 10 == 0 && drops_in_storm(i, 10, 0.5)).count();
+        assert_eq!(topic_0, 50);
+    }
 
     #[test]
     fn protocol_names_match_the_flag_and_the_report() {

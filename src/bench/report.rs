@@ -25,6 +25,18 @@ pub struct WindowStart {
 pub struct StormInputs {
     pub(super) reconnect: Histogram<u64>,
     pub(super) resubscribed: u64,
+    pub(super) caught_up: Histogram<u64>,
+    pub(super) missed: u64,
+    pub(super) steady_latency: Histogram<u64>,
+    pub(super) offline: Duration,
+    pub(super) cpu: Option<StormCpu>,
+}
+
+/// Server CPU from the drop until every dropping client caught up.
+pub struct StormCpu {
+    pub(super) wall: Duration,
+    pub(super) before: Option<ProcSample>,
+    pub(super) after: Option<ProcSample>,
 }
 
 /// Raw measurements of a run.
@@ -92,6 +104,18 @@ pub struct StormReport {
     pub recovered: u64,
     /// Time from the drop to the new `subscribed` reply.
     pub reconnect: Percentiles,
+    /// How long dropped clients stayed offline.
+    pub offline_ms: f64,
+    /// Events the resuming clients had missed, in all (each one replayed when recovered).
+    pub missed_events: u64,
+    /// Time from the drop until the client had every missed event (replay over).
+    pub caught_up: Percentiles,
+    /// Wall time from the drop until the last dropping client caught up.
+    pub all_caught_up_ms: Option<f64>,
+    /// Server CPU over that time, ms (live publishing included).
+    pub server_cpu_ms: Option<f64>,
+    /// Latency of the clients that did not drop, for events sent while the others resumed.
+    pub steady_latency: Percentiles,
 }
 
 /// The report (also `report.json`).
@@ -167,6 +191,15 @@ impl Report {
             failed: i.tallies.iter().map(|t| u64::from(t.reconnect_failures)).sum(),
             recovered: i.tallies.iter().map(|t| u64::from(t.recovered)).sum(),
             reconnect: Percentiles::of(&s.reconnect),
+            offline_ms: s.offline.as_secs_f64() * 1e3,
+            missed_events: s.missed,
+            caught_up: Percentiles::of(&s.caught_up),
+            all_caught_up_ms: s.cpu.as_ref().map(|c| c.wall.as_secs_f64() * 1e3),
+            server_cpu_ms: s.cpu.as_ref().and_then(|c| match (c.before, c.after) {
+                (Some(b), Some(a)) => Some(a.cpu.saturating_sub(b.cpu).as_secs_f64() * 1e3),
+                _ => None,
+            }),
+            steady_latency: Percentiles::of(&s.steady_latency),
         });
         let rss_per_conn = match (i.server_before, i.server_idle) {
             (Some(b), Some(a)) if !i.tallies.is_empty() => {
@@ -338,6 +371,22 @@ impl std::fmt::Display for Report {
                 f,
                 "\nstorm                  {} resubscribed ({} recovered), {} failed; drop → subscribed p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
                 s.resubscribed, s.recovered, s.failed, s.reconnect.p50_ms, s.reconnect.p99_ms, s.reconnect.max_ms
+            )?;
+            write!(
+                f,
+                "\nresume                 offline {:.0} ms, {} missed events replayed; drop → caught up p50 {:.1} ms, p99 {:.1} ms; all caught up after {}, server CPU {}",
+                s.offline_ms,
+                s.missed_events,
+                s.caught_up.p50_ms,
+                s.caught_up.p99_ms,
+                s.all_caught_up_ms.map_or("n/a".into(), |ms| format!("{ms:.0} ms")),
+                s.server_cpu_ms.map_or("n/a".into(), |ms| format!("{ms:.0} ms")),
+            )?;
+            let l = &s.steady_latency;
+            write!(
+                f,
+                "\nsteady clients         latency during the resumes p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (n={})",
+                l.p50_ms, l.p99_ms, l.max_ms, l.count
             )?;
         }
         Ok(())

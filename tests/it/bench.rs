@@ -25,6 +25,8 @@ fn args(gw: &TestGateway, out: &std::path::Path) -> BenchArgs {
         label: "signalbox-test".into(),
         out: out.to_owned(),
         quiet: true,
+        storm_offline: Duration::ZERO,
+        storm_fraction: 1.0,
     }
 }
 
@@ -58,4 +60,23 @@ async fn bench_reports_refused_connections_instead_of_measuring_nothing() {
     a.token = Some("not-a-token".into());
     let err = signalbox::bench::run(a).await.unwrap_err().to_string();
     assert!(err.contains("40 of 40 connections failed") && err.contains("--token"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_clients_resume_with_since_and_lose_nothing() {
+    let gw = TestGateway::spawn().await;
+    let out = std::env::temp_dir().join(format!("signalbox-bench-storm-{}", std::process::id()));
+    let mut a = args(&gw, &out);
+    a.scenario = Some(Scenario::Storm);
+    a.duration = Some(Duration::from_millis(2400));
+    a.storm_offline = Duration::from_millis(300);
+    a.storm_fraction = 0.5;
+    let report = signalbox::bench::run(a).await.unwrap();
+    let storm = report.storm.clone().expect("a storm report");
+    assert_eq!((storm.resubscribed, storm.recovered, storm.failed), (20, 20, 0), "{report}");
+    assert!(storm.missed_events > 20, "the dropped clients missed events while offline: {report}");
+    assert_eq!((report.lost, report.duplicates), (0, 0), "{report}");
+    assert!(storm.caught_up.count == 20 && storm.all_caught_up_ms.is_some(), "{report}");
+    assert!(storm.steady_latency.count > 0, "the clients that stayed measured latency: {report}");
+    let _ = std::fs::remove_dir_all(out);
 }
