@@ -25,6 +25,10 @@
 //! - `pattern/match`: [`TopicPattern::matches`] for `job:*` and `project:42` against a
 //!   matching and a non-matching topic each, and for `*` (which matches every topic)
 //!   against two topics.
+//! - `filter/match`: [`Filter::matches`] of the SPEC §5 example filter
+//!   `{"category":"electronics","discount":{"gte":20}}` (compiled once with
+//!   [`Filter::parse`]) against a realistic matching event and one that fails on `discount`
+//!   (so both conditions are evaluated either way).
 
 // Benches are not test code to clippy, so `allow-expect-in-tests` does not reach them; a
 // failed setup here should just stop the bench with a message.
@@ -40,7 +44,9 @@ use futures_util::FutureExt;
 use serde_json::json;
 use signalbox::Config;
 use signalbox::broker::{Broker, Delivery, Fanout, HistoryLimits, MemoryBroker};
-use signalbox::domain::{ConnectionId, Epoch, Event, StreamPosition, Topic, TopicPattern, UserId, encode_delivery};
+use signalbox::domain::{
+    ConnectionId, Epoch, Event, Filter, StreamPosition, Topic, TopicPattern, UserId, encode_delivery,
+};
 use signalbox::hub::{
     ConnectionHandle, ConnectionRegistry, FrameText, Hub, QueueLimits, SharedFrame, SubscribeOptions, TopicRegistry,
 };
@@ -221,5 +227,28 @@ fn bench_pattern_match(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_encode, bench_fanout, bench_topic_parse, bench_pattern_match);
+fn bench_filter_match(c: &mut Criterion) {
+    let mut group = c.benchmark_group("filter/match");
+    let filter = Filter::parse(&json!({"category": "electronics", "discount": {"gte": 20}})).expect("valid filter");
+    let event = |discount| {
+        json!({
+            "type": "product.discounted",
+            "category": "electronics",
+            "discount": discount,
+            "sku": "SKU-4711-B",
+            "price": 129.99,
+            "data": {"store": "berlin-mitte", "currency": "EUR"},
+        })
+        .as_object()
+        .cloned()
+        .expect("an object literal")
+    };
+    for (name, event, expected) in [("hit", event(25), true), ("miss", event(5), false)] {
+        assert_eq!(filter.matches(&event), expected, "{name}");
+        group.bench_function(name, |b| b.iter(|| black_box(&filter).matches(black_box(&event))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_fanout, bench_topic_parse, bench_pattern_match, bench_filter_match);
 criterion_main!(benches);
