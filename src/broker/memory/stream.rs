@@ -15,9 +15,10 @@ use crate::hub::FrameText;
 /// since it can outlive the event (see `eviction`).
 pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<HistoryEntry>() + 48;
 
-/// One event in history.
+/// One event in history. Its offset is implicit: history holds consecutive offsets from
+/// `Stream::first_offset`, which saves 8 bytes per event.
 pub struct HistoryEntry {
-    event: StoredEvent,
+    frame: FrameText,
     stored_ms: u64,
 }
 
@@ -32,6 +33,8 @@ pub struct Stream {
     pub(super) epoch: Epoch,
     pub(super) last_offset: u64,
     history: VecDeque<HistoryEntry>,
+    /// Offset of the event at the front of `history`.
+    first_offset: u64,
     retained: Option<Retained>,
     pub(super) policy: HistoryPolicy,
     /// Set when the sweeper dropped the stream from the broker's map; a publisher or
@@ -46,6 +49,7 @@ impl Stream {
             epoch: Epoch::generate(),
             last_offset: 0,
             history: VecDeque::new(),
+            first_offset: 1,
             retained: None,
             policy,
             removed: false,
@@ -70,7 +74,16 @@ impl Stream {
         if !self.policy.keeps_history() {
             return (0, freed, false);
         }
-        self.history.push_back(HistoryEntry { event: StoredEvent { offset, frame: frame.clone() }, stored_ms: now_ms });
+        if self.history.is_empty() {
+            self.first_offset = offset;
+        }
+        if self.history.len() == self.history.capacity() && self.history.capacity() < self.policy.size {
+            // Grow by doubling, but never past the size limit: a full topic's history then
+            // has no unused slots (VecDeque alone would round 100 up to 128).
+            let target = (self.history.capacity() * 2).max(4).min(self.policy.size);
+            self.history.reserve_exact(target - self.history.len());
+        }
+        self.history.push_back(HistoryEntry { frame: frame.clone(), stored_ms: now_ms });
         while self.history.len() > self.policy.size {
             freed += self.pop_front_bytes();
         }
@@ -104,7 +117,7 @@ impl Stream {
     /// bound); returns the bytes freed.
     pub fn evict_through(&mut self, offset: u64) -> usize {
         let mut freed = 0;
-        while self.history.front().is_some_and(|e| e.event.offset <= offset) {
+        while !self.history.is_empty() && self.first_offset <= offset {
             freed += self.pop_front_bytes();
         }
         freed
@@ -112,8 +125,7 @@ impl Stream {
 
     /// Whether the event at `offset` is still in history.
     pub fn holds(&self, offset: u64) -> bool {
-        self.history.front().is_some_and(|e| e.event.offset <= offset)
-            && self.history.back().is_some_and(|e| e.event.offset >= offset)
+        offset >= self.first_offset && offset - self.first_offset < self.history.len() as u64
     }
 
     /// Whether nothing but the counter is left (the stream may be forgotten).
@@ -132,7 +144,7 @@ impl Stream {
                 let in_range = after <= self.last_offset;
                 // Recovered when the next event the reader needs is still here (or there is
                 // none yet).
-                let first_kept = self.history.front().map_or(self.last_offset + 1, |e| e.event.offset);
+                let first_kept = if self.history.is_empty() { self.last_offset + 1 } else { self.first_offset };
                 let recovered = same_epoch && in_range && first_kept <= after + 1;
                 let events = if in_range && (recovered || request.partial) {
                     self.events_after(after, request.limit)
@@ -153,13 +165,22 @@ impl Stream {
 
     fn events_after(&self, offset: u64, limit: usize) -> Vec<StoredEvent> {
         // Offsets in history are consecutive, so the first wanted index is arithmetic.
-        let skip = self.history.front().map_or(0, |e| offset.saturating_sub(e.event.offset - 1));
+        let skip = offset.saturating_sub(self.first_offset - 1);
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-        self.history.iter().skip(skip).take(limit).map(|e| e.event.clone()).collect()
+        (self.first_offset..)
+            .zip(&self.history)
+            .skip(skip)
+            .take(limit)
+            .map(|(offset, e)| StoredEvent { offset, frame: e.frame.clone() })
+            .collect()
     }
 
     fn pop_front_bytes(&mut self) -> usize {
-        self.history.pop_front().map_or(0, |e| e.event.frame.len() + ENTRY_OVERHEAD)
+        let Some(entry) = self.history.pop_front() else {
+            return 0;
+        };
+        self.first_offset += 1;
+        entry.frame.len() + ENTRY_OVERHEAD
     }
 }
 
