@@ -229,7 +229,9 @@ impl ConnectionHandle {
     /// poll the socket's read side after this call, not before, so a wake-up between the
     /// two is not lost.
     pub fn take_socket_ready(&self, cx: &Context<'_>) -> bool {
-        if !self.socket_ready.swap(false, Ordering::AcqRel) {
+        // A plain load first: on the delivery path the flag is down, and a swap would be a
+        // locked read-modify-write on every wake-up.
+        if !self.socket_ready.load(Ordering::Acquire) || !self.socket_ready.swap(false, Ordering::AcqRel) {
             return false;
         }
         self.socket_waker.register(cx.waker());
