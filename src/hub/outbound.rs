@@ -433,4 +433,43 @@ mod tests {
         conn.check_liveness(monotonic_ms(), 1_000, 100_000, 100_000);
         assert_eq!(conn.close_reason(), CloseReason::TokenExpired);
     }
+
+    /// A task waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicU64);
+
+    impl ArcWake for Counter {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_socket_wakes_the_task_through_its_flag_and_deliveries_do_not_raise_it() {
+        let conn = Arc::new(handle(8, 1 << 20));
+        let task = Arc::new(Counter::default());
+        let waker = waker_ref(&task);
+        let mut cx = Context::from_waker(&waker);
+        let woken = || task.0.load(Ordering::SeqCst);
+
+        assert!(conn.take_socket_ready(&cx), "raised at first: the socket was never polled");
+        assert!(!conn.take_socket_ready(&cx));
+
+        // The socket (tokio's I/O driver) wakes the handle: flag up, task woken.
+        conn.socket_waker().wake_by_ref();
+        assert_eq!(woken(), 1);
+        assert!(conn.take_socket_ready(&cx));
+        assert!(!conn.take_socket_ready(&cx));
+
+        // A delivery wakes the task through the queue only.
+        let mut batch = VecDeque::new();
+        assert!(conn.poll_outbound(&mut cx, &mut batch).is_pending());
+        assert!(conn.send("a".into()));
+        assert_eq!(woken(), 2);
+        assert!(!conn.take_socket_ready(&cx), "a delivery must not make the task poll the socket");
+
+        // Closing wakes the task whichever way it waits.
+        conn.close(CloseReason::Shutdown);
+        assert!(woken() >= 3);
+    }
 }

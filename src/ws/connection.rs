@@ -228,15 +228,18 @@ impl Connection {
 
 impl Open {
     /// Reads and handles client frames until the socket has none or a request is
-    /// running. Ready when the read side is over (the close reason is set by then).
+    /// running. Ready when the open stage must end: the connection is closing (a request
+    /// may have closed it) or the read side is over; the close reason is set by then.
     fn poll_reader(&mut self, conn: &ConnectionHandle, socket_cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.read_done {
-                return Poll::Ready(());
-            }
             if let Reader::Busy(request) = &mut self.reader {
                 let companion = ready!(request.as_mut().poll(socket_cx));
                 self.reader = Reader::Idle(companion);
+            }
+            // Looked at before each frame, as the separate reader did: once closing, no
+            // more client frames are handled.
+            if self.read_done || conn.is_closing() {
+                return Poll::Ready(());
             }
             let frame = ready!(self.socket.poll_read(socket_cx));
             conn.heard();
