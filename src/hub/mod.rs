@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 /// Text of one frame, shared by every subscriber it goes to (a reference-counted buffer:
 /// cloning it does not allocate). This is the type the socket writer takes as is, so a
 /// frame is neither copied nor re-validated per delivery.
-pub type FrameText = axum::extract::ws::Utf8Bytes;
+pub type FrameText = tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// The hub: publish into topics, subscribe connections to them.
 #[derive(Clone)]

@@ -6,16 +6,22 @@
 //! few slots (a pre-allocated channel block would cost about 1.5 KB per connection). The
 //! handle never waits: producers push and wake, and a full queue closes the connection.
 //! It must never hold its lock across an await or a socket write.
+//!
+//! The handle is also how the connection's one task is woken, and why: the queue wakes it
+//! through one waker slot, and the socket wakes it through the handle itself (an
+//! [`ArcWake`]), which first raises a flag. A delivery then costs the task a look at the
+//! queue only; it touches the socket's read side only when the flag says the socket
+//! asked for it.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
-use futures_util::task::AtomicWaker;
+use futures_util::task::{ArcWake, AtomicWaker, WakerRef, waker_ref};
 use parking_lot::Mutex;
 
 use super::FrameText;
@@ -103,8 +109,12 @@ pub struct ConnectionHandle {
     pub connected_at: SystemTime,
     outbox: Mutex<Outbox>,
     limits: QueueLimits,
-    writer: AtomicWaker,
-    reader: AtomicWaker,
+    /// The connection's task, waiting for frames, a ping or the close signal.
+    queue_waker: AtomicWaker,
+    /// The connection's task, waiting for its socket (see [`Self::socket_waker`]).
+    socket_waker: AtomicWaker,
+    /// Raised when the socket woke the task; taken by [`Self::take_socket_ready`].
+    socket_ready: AtomicBool,
     /// Set once, when the connection starts closing; its presence is the close signal.
     close_reason: OnceLock<CloseReason>,
     last_heard_ms: AtomicU64,
@@ -127,8 +137,10 @@ impl ConnectionHandle {
             connected_at: SystemTime::now(),
             outbox: Mutex::new(Outbox::default()),
             limits,
-            writer: AtomicWaker::new(),
-            reader: AtomicWaker::new(),
+            queue_waker: AtomicWaker::new(),
+            socket_waker: AtomicWaker::new(),
+            // Raised: the socket has not been polled yet.
+            socket_ready: AtomicBool::new(true),
             close_reason: OnceLock::new(),
             last_heard_ms: AtomicU64::new(now),
             last_ping_ms: AtomicU64::new(now),
@@ -156,7 +168,7 @@ impl ConnectionHandle {
                 outbox.bytes = bytes;
                 outbox.frames.push_back(frame.clone());
                 drop(outbox);
-                self.writer.wake();
+                self.queue_waker.wake();
                 return true;
             }
         }
@@ -167,38 +179,69 @@ impl ConnectionHandle {
     /// Asks the writer to send a heartbeat ping.
     pub fn request_ping(&self) {
         self.outbox.lock().ping = true;
-        self.writer.wake();
+        self.queue_waker.wake();
     }
 
-    /// The writer's wait: resolves once there are frames, a ping to send, or the connection
+    /// The writer's wait: ready once there are frames, a ping to send, or the connection
     /// is closing. Queued frames are moved into `batch` (which must be empty) in one swap.
-    pub async fn next_outbound(&self, batch: &mut VecDeque<SharedFrame>) -> WriterWork {
+    /// When pending, the context's waker is woken by the next push, ping or close.
+    pub fn poll_outbound(&self, cx: &mut Context<'_>, batch: &mut VecDeque<SharedFrame>) -> Poll<WriterWork> {
         if batch.capacity() > RETAINED_BATCH_CAPACITY {
             *batch = VecDeque::new();
         }
-        poll_fn(|cx| {
-            let mut registered = false;
-            loop {
-                let closing = self.is_closing();
-                {
-                    let mut outbox = self.outbox.lock();
-                    if closing || outbox.ping || !outbox.frames.is_empty() {
-                        std::mem::swap(&mut outbox.frames, batch);
-                        outbox.bytes = 0;
-                        let ping = std::mem::take(&mut outbox.ping);
-                        return Poll::Ready(WriterWork { ping, closing });
-                    }
+        let mut registered = false;
+        loop {
+            let closing = self.is_closing();
+            {
+                let mut outbox = self.outbox.lock();
+                if closing || outbox.ping || !outbox.frames.is_empty() {
+                    std::mem::swap(&mut outbox.frames, batch);
+                    outbox.bytes = 0;
+                    let ping = std::mem::take(&mut outbox.ping);
+                    return Poll::Ready(WriterWork { ping, closing });
                 }
-                if registered {
-                    return Poll::Pending;
-                }
-                // Register, then look again: a push between the look and the registration
-                // would otherwise be missed.
-                self.writer.register(cx.waker());
-                registered = true;
             }
-        })
-        .await
+            if registered {
+                return Poll::Pending;
+            }
+            // Register, then look again: a push between the look and the registration
+            // would otherwise be missed.
+            self.queue_waker.register(cx.waker());
+            registered = true;
+        }
+    }
+
+    /// [`Self::poll_outbound`] as a future.
+    pub async fn next_outbound(&self, batch: &mut VecDeque<SharedFrame>) -> WriterWork {
+        poll_fn(|cx| self.poll_outbound(cx, batch)).await
+    }
+
+    /// The waker to poll the connection's socket with: when the socket wakes it, it
+    /// raises the socket flag and wakes the task registered by
+    /// [`Self::take_socket_ready`] or [`Self::watch_socket`]. No allocation: it is the
+    /// handle itself.
+    pub fn socket_waker(self: &Arc<Self>) -> WakerRef<'_> {
+        waker_ref(self)
+    }
+
+    /// Whether the socket woke the task since the last call (initially: yes). If so the
+    /// flag is lowered and the task behind `cx` registered for the next socket wake-up;
+    /// poll the socket's read side after this call, not before, so a wake-up between the
+    /// two is not lost.
+    pub fn take_socket_ready(&self, cx: &Context<'_>) -> bool {
+        // A plain load first: on the delivery path the flag is down, and a swap would be a
+        // locked read-modify-write on every wake-up.
+        if !self.socket_ready.load(Ordering::Acquire) || !self.socket_ready.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        self.socket_waker.register(cx.waker());
+        true
+    }
+
+    /// Registers the task behind `cx` for the next socket wake-up, whatever the flag (for
+    /// the close path, which polls the socket on every wake-up anyway).
+    pub fn watch_socket(&self, cx: &Context<'_>) {
+        self.socket_waker.register(cx.waker());
     }
 
     /// Starts closing the connection for `reason`; the first reason wins.
@@ -208,27 +251,14 @@ impl ConnectionHandle {
                 self.metrics.slow_consumer_disconnects.increment(1);
                 tracing::warn!(connectionId = %self.id, userId = %self.user, "slow consumer: send queue overflowed, closing with 4008");
             }
-            self.writer.wake();
-            self.reader.wake();
+            self.queue_waker.wake();
+            self.socket_waker.wake();
         }
     }
 
     /// Why the connection is closing (`ClientGone` while it is still open).
     pub fn close_reason(&self) -> CloseReason {
         self.close_reason.get().copied().unwrap_or(CloseReason::ClientGone)
-    }
-
-    /// Resolves when the connection starts closing. For the connection's reader only: one
-    /// waiter at a time.
-    pub async fn closing(&self) {
-        poll_fn(|cx| {
-            if self.is_closing() {
-                return Poll::Ready(());
-            }
-            self.reader.register(cx.waker());
-            if self.is_closing() { Poll::Ready(()) } else { Poll::Pending }
-        })
-        .await;
     }
 
     /// Whether the connection is closing.
@@ -315,6 +345,13 @@ impl ConnectionHandle {
     }
 }
 
+impl ArcWake for ConnectionHandle {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.socket_ready.store(true, Ordering::Release);
+        arc_self.socket_waker.wake();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use futures_util::FutureExt;
@@ -395,5 +432,44 @@ mod tests {
         assert!(!conn.is_closing());
         conn.check_liveness(monotonic_ms(), 1_000, 100_000, 100_000);
         assert_eq!(conn.close_reason(), CloseReason::TokenExpired);
+    }
+
+    /// A task waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicU64);
+
+    impl ArcWake for Counter {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_socket_wakes_the_task_through_its_flag_and_deliveries_do_not_raise_it() {
+        let conn = Arc::new(handle(8, 1 << 20));
+        let task = Arc::new(Counter::default());
+        let waker = waker_ref(&task);
+        let mut cx = Context::from_waker(&waker);
+        let woken = || task.0.load(Ordering::SeqCst);
+
+        assert!(conn.take_socket_ready(&cx), "raised at first: the socket was never polled");
+        assert!(!conn.take_socket_ready(&cx));
+
+        // The socket (tokio's I/O driver) wakes the handle: flag up, task woken.
+        conn.socket_waker().wake_by_ref();
+        assert_eq!(woken(), 1);
+        assert!(conn.take_socket_ready(&cx));
+        assert!(!conn.take_socket_ready(&cx));
+
+        // A delivery wakes the task through the queue only.
+        let mut batch = VecDeque::new();
+        assert!(conn.poll_outbound(&mut cx, &mut batch).is_pending());
+        assert!(conn.send("a".into()));
+        assert_eq!(woken(), 2);
+        assert!(!conn.take_socket_ready(&cx), "a delivery must not make the task poll the socket");
+
+        // Closing wakes the task whichever way it waits.
+        conn.close(CloseReason::Shutdown);
+        assert!(woken() >= 3);
     }
 }

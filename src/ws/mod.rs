@@ -6,9 +6,11 @@
 
 mod close;
 mod connection;
+mod handshake;
 pub mod liveness;
 pub mod protocol;
 mod session;
+mod socket;
 mod upgrade;
 
 pub use close::close_code;

@@ -6,14 +6,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::connection;
+use super::connection::{Companion, Connection, ConnectionTask};
+use super::handshake::UpgradeRequest;
 use super::protocol::{frames, resolve_topic};
 use super::session::Session;
 use crate::auth::{AuthError, Identity};
@@ -62,7 +62,7 @@ pub async fn ws_handler(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: UpgradeRequest,
 ) -> Response {
     if !state.is_accepting() {
         return refuse(
@@ -120,58 +120,48 @@ pub async fn ws_handler(
         }
     };
     let ws = &state.config.websocket;
+    // tungstenite panics unless its write buffer limit (unbounded here) exceeds the
+    // write buffer size.
+    let write_buffer_size = ws.write_buffer_size.min(usize::MAX - 1);
     let hard_limit = state.config.limits.max_message_size.saturating_mul(2);
     // Keeps shutdown waiting for this connection from now on, not only once the upgrade
     // completes.
     let tracked = state.tasks.token();
     let task_state = state.clone();
-    upgrade
+    let config = WebSocketConfig::default()
         .read_buffer_size(ws.read_buffer_size)
-        .write_buffer_size(ws.write_buffer_size)
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| {
-            // Split before the task's future is built, so the future holds two pointers
-            // rather than the whole socket for the connection's life.
-            let (sink, stream) = socket.split();
-            async move {
-            let state = task_state;
-            let id = ConnectionId::generate();
-            let limits = QueueLimits {
-                frames: state.config.limits.send_queue_events,
-                bytes: state.config.limits.send_queue_bytes,
-            };
-            let conn =
-                Arc::new(ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone()));
-            state.hub.connections.insert(conn.clone());
-            // Shutdown closes every registered connection; one registered just after
-            // that sweep closes itself here.
-            if state.shutdown.is_cancelled() {
-                conn.close(CloseReason::Shutdown);
-            }
-            state.metrics.connections.increment(1.0);
-            tracing::info!(connectionId = %conn.id, userId = %conn.user, remote = %remote, "connected");
-            conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into());
-            // Boxed: moved into the reader, it would otherwise be stored once per nested future.
-                let mut session = Box::new(Session::new(state.clone(), conn.clone(), identity));
-            // Boxed: the subscribe path is large and runs once; kept inline it would
-            // size the connection's task for its whole life.
-            Box::pin(async {
-                session.subscribe_automatic().await;
-                session.subscribe_requested(query.topics).await;
-            })
-            .await;
-            connection::run(state.clone(), sink, stream, conn.clone(), session).await;
-            state.hub.topics.detach(&conn);
-            state.hub.connections.remove(&conn.id);
-            state.metrics.connections.decrement(1.0);
-            let lived = conn.connected_at.elapsed().unwrap_or_default();
-            state.metrics.connection_duration.record(lived.as_secs_f64());
-            tracing::info!(connectionId = %conn.id, userId = %conn.user, reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
-            drop(admission);
-            drop(tracked);
-            }
-        })
+        .write_buffer_size(write_buffer_size)
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit));
+    let (response, socket) = upgrade.accept(config);
+    // Boxed inside the task (see `ConnectionTask`): everything captured here is needed
+    // only until the connection is open.
+    let start = async move {
+        // `None`: the client went away before the upgrade completed; dropping the
+        // admission and the task token is all the cleanup there is.
+        let socket = socket.await?;
+        let state = task_state;
+        let id = ConnectionId::generate();
+        let limits =
+            QueueLimits { frames: state.config.limits.send_queue_events, bytes: state.config.limits.send_queue_bytes };
+        let conn = Arc::new(ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone()));
+        state.hub.connections.insert(conn.clone());
+        // Shutdown closes every registered connection; one registered just after
+        // that sweep closes itself here.
+        if state.shutdown.is_cancelled() {
+            conn.close(CloseReason::Shutdown);
+        }
+        state.metrics.connections.increment(1.0);
+        tracing::info!(connectionId = %conn.id, userId = %conn.user, remote = %remote, "connected");
+        conn.send(frames::connected(conn.id.as_str(), conn.user.as_str()).into());
+        let session = Session::new(state.clone(), conn.clone(), identity);
+        let mut companion = Box::new(Companion { session, admission, tracked });
+        companion.session.subscribe_automatic().await;
+        companion.session.subscribe_requested(query.topics).await;
+        Some(Connection::new(socket, conn, state, companion))
+    };
+    tokio::spawn(ConnectionTask::new(start));
+    response
 }
 
 #[cfg(test)]
