@@ -177,16 +177,17 @@ impl TopicRegistry {
         let position = broker.position(topic).await?;
         let recovered = options.since.as_ref().is_some_and(|(_, epoch)| *epoch == position.epoch);
         let subscribed = Subscribed { position, recovered };
-        let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
-            return Ok(subscribed);
-        };
-        let mut inner = entry.inner.lock();
-        if let Some(sub) = inner.subscribers.iter_mut().find(|s| Arc::ptr_eq(&s.conn, conn)) {
+        let entry = self.topics.get(topic).map(|e| e.value().clone());
+        // The reply is queued under the entry lock (when there is one), so it cannot
+        // overtake an event already queued for this connection.
+        let mut inner = entry.as_ref().map(|e| e.inner.lock());
+        if let Some(sub) = inner.as_mut().and_then(|i| i.subscribers.iter_mut().find(|s| Arc::ptr_eq(&s.conn, conn))) {
             sub.filter = options.filter;
         }
         if let Some(reply) = reply {
             conn.send(reply(&subscribed));
         }
+        drop(inner);
         Ok(subscribed)
     }
 
