@@ -61,16 +61,12 @@ impl Config {
         if self.history.max_bytes < 1024 * 1024 {
             return Err(ConfigError::invalid("history.max_bytes", "must be at least 1048576 (1 MiB)"));
         }
-        let default = crate::config::NamespaceConfig::default();
-        for (name, namespace) in std::iter::once((&String::new(), &default)).chain(&self.namespaces) {
-            let path = |key: &str| {
-                if name.is_empty() { format!("namespaces.*.{key}") } else { format!("namespaces.{name}.{key}") }
-            };
-            if !name.is_empty() && (name.contains(':') || crate::domain::Topic::parse(name).is_err()) {
+        for (name, namespace) in &self.namespaces {
+            if name.is_empty() || name.contains(':') || crate::domain::Topic::parse(name).is_err() {
                 return Err(ConfigError::invalid(format!("namespaces.{name}"), "not a valid namespace name"));
             }
             if namespace.retained_ttl < std::time::Duration::from_secs(1) {
-                return Err(ConfigError::invalid(path("retained_ttl"), "must be at least 1s"));
+                return Err(ConfigError::invalid(format!("namespaces.{name}.retained_ttl"), "must be at least 1s"));
             }
         }
         Ok(())
@@ -157,5 +153,21 @@ mod tests {
         assert!(err.contains("websocket.read_buffer_size") && err.contains("256"), "{err}");
         c.websocket.read_buffer_size = 256;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn history_bounds_are_checked() {
+        let mut c = Config { dev: true, ..Config::default() };
+        c.history.max_bytes = 1000;
+        let err = named(&c);
+        assert!(err.contains("history.max_bytes") && err.contains("1 MiB"), "{err}");
+        let mut c = Config { dev: true, ..Config::default() };
+        c.namespaces.entry("job".into()).or_default().retained_ttl = std::time::Duration::ZERO;
+        let err = named(&c);
+        assert!(err.contains("namespaces.job.retained_ttl") && err.contains("1s"), "{err}");
+        let mut c = Config { dev: true, ..Config::default() };
+        c.namespaces.entry("job".into()).or_default().history_size = 0;
+        c.namespaces.entry("chat".into()).or_default().history_ttl = std::time::Duration::ZERO;
+        assert!(c.validate().is_ok(), "0 turns history off; it is not an error");
     }
 }
