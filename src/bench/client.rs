@@ -422,20 +422,22 @@ pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> C
             caught_up(&shared, Some(dropped));
         }
         if let Some(sent) = event.sent_ns {
-            let (from, to) = (shared.window.0.load(Ordering::Relaxed), shared.window.1.load(Ordering::Relaxed));
-            if sent >= from && sent < to {
-                let latency = shared.now_ns().saturating_sub(sent).max(1);
+            let latency = shared.now_ns().saturating_sub(sent).max(1);
+            if within(&shared.window, sent) {
                 let _ = shard.lock().record(latency);
             }
-            let (from, to) = (shared.storm_span.0.load(Ordering::Relaxed), shared.storm_span.1.load(Ordering::Relaxed));
-            if !drops && sent >= from && sent < to {
-                let latency = shared.now_ns().saturating_sub(sent).max(1);
+            if !drops && within(&shared.storm_span, sent) {
                 let _ = shared.steady_latency.lock().record(latency);
             }
         }
     }
     let _ = ws.close(None).await;
     tally
+}
+
+/// Whether `sent` (ns since the run started) falls in the span [start, end).
+fn within(span: &(AtomicU64, AtomicU64), sent: u64) -> bool {
+    sent >= span.0.load(Ordering::Relaxed) && sent < span.1.load(Ordering::Relaxed)
 }
 
 /// One dropping client has every event it missed (or gave up: `None`); the last one ends

@@ -80,6 +80,15 @@ pub struct TopicRead {
     pub retained: Option<FrameText>,
 }
 
+impl TopicRead {
+    /// The retained state as a JSON value (`null` when there is none), for answers that
+    /// embed it (`status`, `GET /api/topics/{topic}`).
+    pub fn retained_json(&self) -> serde_json::Value {
+        // The frame is the broker's own encoding of a JSON object, so this parse succeeds.
+        self.retained.as_ref().and_then(|f| serde_json::from_str(f.as_str()).ok()).unwrap_or_default()
+    }
+}
+
 /// Publishes events and reads topic streams.
 ///
 /// Contract: `publish` assigns the next offset of the topic atomically with appending the

@@ -34,14 +34,12 @@ pub async fn get(state: State<AppState>, Path(path): Path<String>, query: RawQue
 async fn info(State(state): State<AppState>, topic: &str) -> Result<Json<Value>, ApiError> {
     let topic = parse_topic(topic)?;
     let read = state.hub.read(&topic, ReadRequest { retained: true, ..ReadRequest::default() }).await?;
-    // The retained frame is our own encoding of a JSON object.
-    let retained: Value = read.retained.and_then(|f| serde_json::from_str(f.as_str()).ok()).unwrap_or_default();
     Ok(Json(json!({
         "topic": topic,
         "subscribers": state.hub.topics.subscriber_count(&topic),
         "offset": read.position.offset,
         "epoch": read.position.epoch.as_str(),
-        "state": retained,
+        "state": read.retained_json(),
     })))
 }
 

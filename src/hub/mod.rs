@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
 pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, WriterWork, monotonic_ms};
-pub use topics::{SubscribeError, SubscribeOptions, Subscribed, TopicRegistry};
+pub use topics::{SubscribeError, SubscribeOptions, SubscribeReply, Subscribed, TopicRegistry};
 
 use crate::broker::{Broker, BrokerError, ReadRequest, TopicRead};
 use crate::domain::{Event, StreamPosition, Topic};
@@ -75,7 +75,7 @@ impl Hub {
         conn: &Arc<ConnectionHandle>,
         topic: &Topic,
         options: SubscribeOptions,
-        reply: Option<&(dyn Fn(&Subscribed) -> FrameText + Sync)>,
+        reply: Option<SubscribeReply<'_>>,
     ) -> Result<Subscribed, SubscribeError> {
         self.topics.subscribe(self.broker.as_ref(), conn, topic, options, reply).await
     }

@@ -36,6 +36,10 @@ pub enum SubscribeError {
     Broker(#[from] BrokerError),
 }
 
+/// Builds the frame that answers a subscribe (e.g. `subscribed`), queued at the switch to
+/// live delivery.
+pub type SubscribeReply<'a> = &'a (dyn Fn(&Subscribed) -> FrameText + Sync);
+
 /// What a subscribe asks for beyond the topic.
 #[derive(Debug, Default, Clone)]
 pub struct SubscribeOptions {
@@ -103,7 +107,7 @@ impl TopicRegistry {
         conn: &Arc<ConnectionHandle>,
         topic: &Topic,
         options: SubscribeOptions,
-        reply: Option<&(dyn Fn(&Subscribed) -> FrameText + Sync)>,
+        reply: Option<SubscribeReply<'_>>,
     ) -> Result<Subscribed, SubscribeError> {
         // Subscribes of one connection run one at a time (its reader), so `holds` is exact.
         if conn.holds(topic) {
@@ -172,7 +176,7 @@ impl TopicRegistry {
         conn: &Arc<ConnectionHandle>,
         topic: &Topic,
         options: SubscribeOptions,
-        reply: Option<&(dyn Fn(&Subscribed) -> FrameText + Sync)>,
+        reply: Option<SubscribeReply<'_>>,
     ) -> Result<Subscribed, SubscribeError> {
         let position = broker.position(topic).await?;
         let recovered = options.since.as_ref().is_some_and(|(_, epoch)| *epoch == position.epoch);

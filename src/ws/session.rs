@@ -163,11 +163,7 @@ impl Session {
         }
         let request = ReadRequest { retained: true, ..ReadRequest::default() };
         match self.state.hub.read(&topic, request).await {
-            Ok(read) => {
-                // The retained frame is our own encoding of a JSON object; null if not.
-                let state = read.retained.and_then(|f| serde_json::from_str(f.as_str()).ok()).unwrap_or_default();
-                self.reply(frames::status(&topic, state, &read.position, rid));
-            }
+            Ok(read) => self.reply(frames::status(&topic, read.retained_json(), &read.position, rid)),
             Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
         }
     }
