@@ -18,6 +18,7 @@
 //! auth/          Authenticator trait + JWT, API keys, topic ACL
 //! broker/        Broker trait (offsets, ordered hand-off to fan-out) + memory broker
 //! hub/           topic registry + fan-out, connection registry + admission, outbound queues
+//! sinks/         routed client messages: routes, sinks (sqs, http, redis_stream), retry, outbox
 //! ws/            /ws: upgrade, per-connection reader/writer, protocol frames, close codes
 //! http_api/      /api/* backend API, /health, /ready, /metrics
 //! ```
@@ -35,6 +36,7 @@ pub mod http_api;
 pub mod hub;
 pub mod metrics;
 pub mod shutdown;
+pub mod sinks;
 pub mod state;
 pub mod telemetry;
 pub mod token;

@@ -33,13 +33,44 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     ("signalbox_connection_duration_seconds", "histogram", "How long connections stayed open."),
     ("signalbox_errors_total", "counter", "Error frames and API errors sent, by code."),
     ("signalbox_connections_refused_total", "counter", "WebSocket upgrades refused, by reason."),
+    ("signalbox_sink_retries_total", "counter", "Retried sink sends (inline and from the outbox), by sink."),
+    ("signalbox_outbox_messages", "gauge", "Messages waiting in the on-disk outbox, by sink."),
+    ("signalbox_sink_up", "gauge", "1 when the sink's last health check or send succeeded, by sink."),
 ];
+
+/// Outcomes of `signalbox_sink_messages_total{sink,outcome}`:
+/// `delivered` the sink confirmed it; `queued` the outbox holds it (the client got
+/// `accepted`); `unavailable` the client got `SINK_UNAVAILABLE` (inline deadline or
+/// attempts ran out, sink rejected it, outbox full); `dead_lettered` it left the outbox
+/// for the dead-letter file.
+pub const SINK_OUTCOMES: &[&str] = &["delivered", "queued", "unavailable", "dead_lettered"];
+
+/// The metric handles of one sink (labels `sink=<name>`; sink names come from the
+/// configuration, so the label set is bounded).
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// `outcome="delivered"`.
+    pub delivered: Counter,
+    /// `outcome="queued"`.
+    pub queued: Counter,
+    /// `outcome="unavailable"`.
+    pub unavailable: Counter,
+    /// `outcome="dead_lettered"`.
+    pub dead_lettered: Counter,
+    /// `signalbox_sink_retries_total`.
+    pub retries: Counter,
+    /// `signalbox_outbox_messages`.
+    pub outbox_messages: Gauge,
+    /// `signalbox_sink_up`.
+    pub up: Gauge,
+}
 
 /// Handles to every metric; cheap to clone, lock-free to update.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Handles>,
     render: PrometheusHandle,
+    recorder: Arc<PrometheusRecorder>,
 }
 
 /// The metric handles.
@@ -113,7 +144,35 @@ impl Metrics {
         };
         handles.connections.set(0.0);
         handles.subscriptions.set(0.0);
-        Self { inner: Arc::new(handles), render: recorder.handle() }
+        Self { inner: Arc::new(handles), render: recorder.handle(), recorder: Arc::new(recorder) }
+    }
+
+    /// Registers (or finds) the metrics of the sink `name`, every outcome at zero.
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        let meta = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+        let sink = Label::new("sink", name.to_owned());
+        let counter = |metric: &'static str, outcome: Option<&'static str>| {
+            let mut labels = vec![sink.clone()];
+            labels.extend(outcome.map(|o| Label::new("outcome", o)));
+            self.recorder.register_counter(&Key::from_parts(metric, labels), &meta)
+        };
+        let gauge =
+            |metric: &'static str| self.recorder.register_gauge(&Key::from_parts(metric, vec![sink.clone()]), &meta);
+        let outcome = |o| counter("signalbox_sink_messages_total", Some(o));
+        let handles = SinkMetrics {
+            delivered: outcome("delivered"),
+            queued: outcome("queued"),
+            unavailable: outcome("unavailable"),
+            dead_lettered: outcome("dead_lettered"),
+            retries: counter("signalbox_sink_retries_total", None),
+            outbox_messages: gauge("signalbox_outbox_messages"),
+            up: gauge("signalbox_sink_up"),
+        };
+        for c in [&handles.delivered, &handles.queued, &handles.unavailable, &handles.dead_lettered, &handles.retries] {
+            c.increment(0);
+        }
+        handles.outbox_messages.set(0.0);
+        handles
     }
 
     /// Renders the Prometheus text exposition, listing metrics that have no sample yet
@@ -180,5 +239,20 @@ mod tests {
         }
         assert!(text.contains("signalbox_delivery_latency_seconds_bucket"), "{text}");
         assert!(text.contains("signalbox_errors_total{code=\"VALIDATION_ERROR\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn sink_metrics_carry_the_sink_and_outcome() {
+        let m = Metrics::new();
+        let sink = m.sink("dev-agents");
+        sink.delivered.increment(2);
+        sink.outbox_messages.set(3.0);
+        let text = m.render();
+        assert!(text.contains(r#"signalbox_sink_messages_total{sink="dev-agents",outcome="delivered"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"signalbox_sink_messages_total{sink="dev-agents",outcome="dead_lettered"} 0"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"signalbox_outbox_messages{sink="dev-agents"} 3"#), "{text}");
     }
 }

@@ -33,10 +33,10 @@ impl Ending {
             (None, Some(stage)) => Self::CancelAt(stage),
             (None, None) => Self::Complete,
         };
-        if let Self::FailAt(stage) | Self::CancelAt(stage) = &ending {
-            if !STAGES.contains(&stage.as_str()) {
-                bail!("unknown stage {stage:?}: the stages are {}", STAGES.join(", "));
-            }
+        if let Self::FailAt(stage) | Self::CancelAt(stage) = &ending
+            && !STAGES.contains(&stage.as_str())
+        {
+            bail!("unknown stage {stage:?}: the stages are {}", STAGES.join(", "));
         }
         Ok(ending)
     }

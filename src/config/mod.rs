@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use env::{Environment, ProcessEnvironment};
+
+pub use crate::sinks::config::{RouteConfig, RoutingConfig, SinkConfig, StorageConfig};
 pub use load::{ConfigSources, FlagOverrides};
 
 /// The commented TOML printed by `signalbox default-config`; a test keeps it equal to
@@ -82,6 +84,14 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Per-namespace policy (`[namespaces.project]`).
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// How routed messages reach sinks: deadline, retries, outbox bounds.
+    pub routing: RoutingConfig,
+    /// Local state on disk (`[storage] data_dir` enables the outbox).
+    pub storage: StorageConfig,
+    /// Named backends for routed client messages (`[sinks.NAME]`).
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// Client actions routed to sinks (`[[routes]]`), first match wins.
+    pub routes: Vec<RouteConfig>,
 }
 
 impl Default for Config {
@@ -98,6 +108,10 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             history: HistoryConfig::default(),
             namespaces: BTreeMap::new(),
+            routing: RoutingConfig::default(),
+            storage: StorageConfig::default(),
+            sinks: BTreeMap::new(),
+            routes: Vec::new(),
         }
     }
 }

@@ -69,6 +69,71 @@ impl Config {
                 return Err(ConfigError::invalid(format!("namespaces.{name}.retained_ttl"), "must be at least 1s"));
             }
         }
+        self.validate_routing()
+    }
+
+    /// Sinks are well-formed, every route names a configured sink, no route shadows a
+    /// built-in action, and `when` compares with plain values.
+    fn validate_routing(&self) -> Result<(), ConfigError> {
+        for (name, sink) in &self.sinks {
+            let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !valid_name {
+                return Err(ConfigError::invalid(
+                    format!("sinks.{name}"),
+                    "a sink name uses only letters, digits, '-', '_' and '.'",
+                ));
+            }
+            sink.validate(name)?;
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let setting = |key: &str| format!("routes[{i}].{key} (action {:?})", route.action);
+            if route.action.is_empty() {
+                return Err(ConfigError::invalid(setting("action"), "must not be empty"));
+            }
+            if crate::ws::BUILT_IN_ACTIONS.contains(&route.action.as_str()) {
+                return Err(ConfigError::invalid(
+                    setting("action"),
+                    format!("{:?} is a built-in action and cannot be routed", route.action),
+                ));
+            }
+            if !self.sinks.contains_key(&route.sink) {
+                let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
+                return Err(ConfigError::invalid(
+                    setting("sink"),
+                    format!("no sink named {:?} is configured (configured: {known:?})", route.sink),
+                ));
+            }
+            for (field, value) in &route.when {
+                if matches!(value, toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)) {
+                    return Err(ConfigError::invalid(
+                        setting(&format!("when.{field}")),
+                        "compare with a string, number or boolean",
+                    ));
+                }
+            }
+        }
+        let r = &self.routing;
+        if r.deadline.is_zero() {
+            return Err(ConfigError::invalid("routing.deadline", "must be more than 0"));
+        }
+        if r.health_check_interval < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::invalid("routing.health_check_interval", "must be at least 1s"));
+        }
+        if r.retry.max_attempts == 0 {
+            return Err(ConfigError::invalid("routing.retry.max_attempts", "must be at least 1"));
+        }
+        if r.retry.initial_backoff.is_zero() || r.retry.max_backoff < r.retry.initial_backoff {
+            return Err(ConfigError::invalid(
+                "routing.retry.initial_backoff / max_backoff",
+                "initial_backoff must be more than 0 and at most max_backoff",
+            ));
+        }
+        if r.outbox_max_messages == 0 || r.outbox_max_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "routing.outbox_max_messages / outbox_max_bytes",
+                "the outbox needs room for at least 1 message and 1 MiB",
+            ));
+        }
         Ok(())
     }
 

@@ -333,10 +333,10 @@ impl Open {
         let mut socket_cx = Context::from_waker(&waker);
         // A request running when the close began keeps being driven (it is woken through
         // the socket waker).
-        if let Reader::Busy(request) = &mut self.reader {
-            if let Poll::Ready(companion) = request.as_mut().poll(&mut socket_cx) {
-                self.reader = Reader::Idle(companion);
-            }
+        if let Reader::Busy(request) = &mut self.reader
+            && let Poll::Ready(companion) = request.as_mut().poll(&mut socket_cx)
+        {
+            self.reader = Reader::Idle(companion);
         }
         loop {
             match handshake {

@@ -14,4 +14,5 @@ mod socket;
 mod upgrade;
 
 pub use close::close_code;
+pub use protocol::BUILT_IN_ACTIONS;
 pub use upgrade::ws_handler;

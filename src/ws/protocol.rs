@@ -102,6 +102,10 @@ pub struct FrameError {
     pub message: String,
 }
 
+/// The actions the gateway answers itself; routes cannot take them over (SPEC §7).
+pub const BUILT_IN_ACTIONS: &[&str] =
+    &["subscribe", "unsubscribe", "publish", "request_status", "ping", "subscriptions", "refresh"];
+
 /// Parses one client text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
     let fail =
@@ -312,6 +316,16 @@ mod tests {
 
     fn err(text: &str) -> FrameError {
         parse_client_frame(text).unwrap_err()
+    }
+
+    #[test]
+    fn built_in_actions_are_never_routed() {
+        for name in BUILT_IN_ACTIONS {
+            let text = format!(r#"{{"action":"{name}","topic":"project:1","token":"t","event":{{"type":"x"}}}}"#);
+            if let Ok(request) = parse_client_frame(&text) {
+                assert!(!matches!(request.action, ClientAction::Routed { .. }), "{name} was routed");
+            }
+        }
     }
 
     #[test]
