@@ -11,4 +11,6 @@ mod history;
 mod limits;
 mod ops;
 mod protocol;
+#[allow(dead_code, reason = "used by the sink tests as they land")]
+mod servers;
 mod support;
