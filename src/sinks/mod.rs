@@ -18,6 +18,7 @@ pub mod http;
 mod message;
 pub mod redis_stream;
 pub mod retry;
+pub mod router;
 pub mod sqs;
 
 pub use health::{Health, SinkHandle};
