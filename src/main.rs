@@ -67,13 +67,26 @@ fn load(args: &ServeArgs) -> Result<Config, String> {
 }
 
 fn check_config(args: &ServeArgs) -> ExitCode {
-    let built = load(args).and_then(|config| Gateway::build(config.clone()).map(|_| config).map_err(|e| e.to_string()));
-    match built {
-        Ok(config) => {
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("signalbox: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(signalbox::app::check(&config)) {
+        Ok(summary) => {
             println!("configuration OK (listen {}, broker {}, dev {})", config.listen, config.broker, config.dev);
+            for line in summary {
+                println!("  {line}");
+            }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(&e.to_string()),
     }
 }
 
@@ -84,10 +97,6 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     telemetry::init(&config.log);
     let listen = config.listen.clone();
-    let gateway = match Gateway::build(config) {
-        Ok(gateway) => gateway,
-        Err(e) => return fail(&e.to_string()),
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -96,6 +105,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let gateway = match Gateway::build(config).await {
+            Ok(gateway) => gateway,
+            Err(e) => return fail(&e.to_string()),
+        };
         let listener = match signalbox::app::bind(&listen).await {
             Ok(listener) => listener,
             Err(e) => {

@@ -12,6 +12,7 @@ use crate::auth::{AccessPolicy, ApiKeys, Authenticator};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::sinks::dispatch::Dispatcher;
 
 /// Shared server state (cheap to clone).
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub struct Shared {
     pub api_keys: ApiKeys,
     /// Metric handles.
     pub metrics: Metrics,
+    /// Routes and sinks for client messages with a routed action.
+    pub dispatcher: Arc<Dispatcher>,
     /// Fires when the server starts shutting down; connection tokens are its children.
     pub shutdown: CancellationToken,
     /// Tracks every connection task, so shutdown can wait for them.
@@ -49,6 +52,7 @@ impl AppState {
         authenticator: Arc<dyn Authenticator>,
         api_keys: ApiKeys,
         metrics: Metrics,
+        dispatcher: Arc<Dispatcher>,
         shutdown: CancellationToken,
     ) -> Self {
         let policy = AccessPolicy::new(config.dev, config.namespaces.clone());
@@ -60,6 +64,7 @@ impl AppState {
                 policy,
                 api_keys,
                 metrics,
+                dispatcher,
                 shutdown,
                 tasks: TaskTracker::new(),
                 draining: AtomicBool::new(false),

@@ -9,6 +9,7 @@ mod connection;
 mod handshake;
 pub mod liveness;
 pub mod protocol;
+pub mod replies;
 mod session;
 mod socket;
 mod upgrade;

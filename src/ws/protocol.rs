@@ -275,6 +275,11 @@ pub mod frames {
         with_request_id(json!({"type": "published", "topic": topic, "offset": offset}), request_id)
     }
 
+    /// `accepted`: a routed message is durably held (SPEC §7).
+    pub fn accepted(message_id: &str, request_id: Option<&str>) -> String {
+        with_request_id(json!({"type": "accepted", "messageId": message_id}), request_id)
+    }
+
     /// `status`: the topic's retained state (a delivered event, or null) and position.
     pub fn status(topic: &Topic, state: Value, position: &StreamPosition, request_id: Option<&str>) -> String {
         with_request_id(

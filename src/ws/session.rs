@@ -5,8 +5,10 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -17,6 +19,7 @@ use crate::auth::{AuthError, Identity};
 use crate::broker::ReadRequest;
 use crate::domain::{Epoch, ErrorCode, Event, Topic};
 use crate::hub::{CloseReason, ConnectionHandle, SubscribeError, SubscribeOptions};
+use crate::sinks::{MessageId, RoutedMessage};
 use crate::state::AppState;
 
 /// Request handling state of one connection.
@@ -80,7 +83,7 @@ impl Session {
             return;
         }
         match parse_client_frame(text) {
-            Ok(request) => self.handle(request).await,
+            Ok(request) => self.handle(request, text).await,
             Err(e) => self.error(e.code, &e.message, e.request_id.as_deref()),
         }
     }
@@ -110,7 +113,9 @@ impl Session {
         false
     }
 
-    async fn handle(&mut self, request: ClientRequest) {
+    /// Acts on a parsed request; `text` is the frame it came from (routed messages carry
+    /// it to the sink unchanged).
+    async fn handle(&mut self, request: ClientRequest, text: &str) {
         let rid = request.request_id.as_deref();
         match request.action {
             ClientAction::Subscribe { topic, since, filter } => self.subscribe(topic, since, filter, rid).await,
@@ -123,11 +128,7 @@ impl Session {
             ClientAction::Ping => self.reply(frames::pong(rid)),
             ClientAction::Subscriptions => self.reply(frames::subscriptions(&self.conn.topics(), rid)),
             ClientAction::Refresh { token } => self.refresh(&token, rid),
-            ClientAction::Routed { action, .. } => self.error(
-                ErrorCode::UnknownAction,
-                &format!("unknown action {action:?}: no route is configured for it"),
-                rid,
-            ),
+            ClientAction::Routed { action, message } => self.route(action, &message, text, rid).await,
         }
     }
 
@@ -178,6 +179,34 @@ impl Session {
         }
     }
 
+    /// Hands a routed message to its sink. The reply (`accepted`, then any relayed
+    /// answer) is sent by the sinks layer once the message is durable; this request
+    /// holds the connection's reading until then, so a connection's messages reach a
+    /// sink in the order it sent them.
+    async fn route(&mut self, action: String, message: &Map<String, Value>, text: &str, rid: Option<&str>) {
+        let dispatcher = &self.state.dispatcher;
+        let sink = match dispatcher.route(&action, message) {
+            Ok(sink) => sink.to_owned(),
+            Err(e) => return self.error(ErrorCode::UnknownAction, &e.to_string(), rid),
+        };
+        let routed = RoutedMessage {
+            message_id: MessageId::generate(),
+            sink,
+            action,
+            connection_id: self.conn.id.as_str().to_owned(),
+            user_id: self.identity.user.as_str().to_owned(),
+            request_id: rid.map(str::to_owned),
+            received_at_ms: unix_millis(SystemTime::now()),
+            connected_at_ms: unix_millis(self.conn.connected_at),
+            source_ip: self.conn.remote.ip().to_string(),
+            body: text.to_owned(),
+        };
+        if let Err(e) = dispatcher.submit(routed).await {
+            tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, requestId = rid, error = %e, "routed message not accepted");
+            self.error(ErrorCode::SinkUnavailable, &e.to_string(), rid);
+        }
+    }
+
     fn refresh(&mut self, token: &str, rid: Option<&str>) {
         let refreshed = match self.state.authenticator.authenticate(token) {
             Ok(identity) if identity.user == self.identity.user => identity,
@@ -204,4 +233,8 @@ impl Session {
         tracing::debug!(connectionId = %self.conn.id, userId = %self.conn.user, requestId = rid, code = code.as_str(), message, "client error");
         self.reply(frames::error(code, message, rid));
     }
+}
+
+fn unix_millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

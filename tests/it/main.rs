@@ -11,6 +11,7 @@ mod history;
 mod limits;
 mod ops;
 mod protocol;
+mod routing;
 #[allow(dead_code, reason = "used by the sink tests as they land")]
 mod servers;
 mod support;

@@ -11,7 +11,11 @@ pub struct Redis {
 impl Redis {
     /// Starts redis-server on a free port, without persistence.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts redis-server on `port` (e.g. again, after a simulated outage).
+    pub fn start_on(port: u16) -> Self {
         let port_arg = port.to_string();
         let args = ["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
         let process = ServerProcess::start("redis-server", &args, port, "apt-get install -y redis-server");
@@ -22,4 +26,24 @@ impl Redis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.process.port)
     }
+}
+
+/// Every entry of `stream` as (id, field → value), oldest first.
+pub async fn stream_entries(url: &str, stream: &str) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: ::redis::streams::StreamRangeReply =
+        ::redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields = entry
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), ::redis::from_redis_value_ref::<String>(v).unwrap()))
+                .collect();
+            (entry.id, fields)
+        })
+        .collect()
 }

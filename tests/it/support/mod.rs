@@ -44,7 +44,7 @@ impl TestGateway {
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config();
         adjust(&mut config);
-        let gateway = Gateway::build(config).expect("valid test config");
+        let gateway = Gateway::build(config).await.expect("valid test config");
         let state = gateway.state().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

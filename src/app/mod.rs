@@ -1,5 +1,9 @@
-//! The composition root: the only place that names concrete brokers and authenticators,
-//! builds them from configuration, and runs the services in the shutdown order.
+//! The composition root: the only place that names concrete brokers, authenticators and
+//! sinks, builds them from configuration, and runs the services in the shutdown order.
+
+pub mod routing;
+
+pub use routing::check;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,6 +13,7 @@ use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{ApiKeys, Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
 use crate::broker::{HistoryLimits, MemoryBroker};
@@ -16,6 +21,7 @@ use crate::config::Config;
 use crate::hub::{CloseReason, ConnectionRegistry, Hub, TopicRegistry};
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::ws::replies::ConnectionReplies;
 
 /// Why the gateway could not be built from a valid configuration.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +32,9 @@ pub enum BuildError {
     /// The JWT public key could not be loaded.
     #[error("invalid setting auth.jwt_public_key_file (SIGNALBOX_JWT_PUBLIC_KEY_FILE): {0}")]
     JwtKey(#[from] JwtKeyError),
+    /// Sinks, routes or the outbox could not be set up.
+    #[error(transparent)]
+    Routing(#[from] routing::RoutingBuildError),
 }
 
 /// A gateway built from configuration, not yet serving.
@@ -36,8 +45,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Validates `config` and builds every component. Nothing is bound or started.
-    pub fn build(config: Config) -> Result<Self, BuildError> {
+    /// Validates `config` and builds every component. Nothing is bound or started, and no
+    /// backend is contacted; the outbox (if configured) is opened and locked.
+    pub async fn build(config: Config) -> Result<Self, BuildError> {
         config.validate()?;
         let metrics = Metrics::new();
         let authenticator: Arc<dyn Authenticator> =
@@ -50,7 +60,10 @@ impl Gateway {
         let topics = Arc::new(TopicRegistry::new(limits.max_subscriptions, metrics.clone()));
         let connections = Arc::new(ConnectionRegistry::new(limits.max_connections, limits.max_connections_per_ip));
         let broker = Arc::new(MemoryBroker::new(topics.clone(), HistoryLimits::from_config(&config)));
+        let replies = Arc::new(ConnectionReplies::new(connections.clone()));
         let hub = Hub::new(topics, connections, broker.clone(), metrics.clone());
+        let sinks = routing::build_sinks(&config, &metrics).await?;
+        let dispatcher = Arc::new(routing::build_dispatcher(&config, sinks, replies)?);
         let api_keys = ApiKeys::new(&config.auth.api_keys);
         warn_about_replays_beyond_the_send_queue(&config);
         if config.dev {
@@ -59,7 +72,7 @@ impl Gateway {
                  Never run --dev in production."
             );
         }
-        let state = AppState::new(config, hub, authenticator, api_keys, metrics, CancellationToken::new());
+        let state = AppState::new(config, hub, authenticator, api_keys, metrics, dispatcher, CancellationToken::new());
         Ok(Self { state, memory_broker: Some(broker) })
     }
 
@@ -104,6 +117,15 @@ impl Gateway {
             })
         };
         let liveness = tokio::spawn(crate::ws::liveness::run(state.clone()));
+        let health_checks = tokio::spawn(routing::run_health_checks(
+            state.dispatcher.clone(),
+            state.config.routing.health_check_interval,
+            state.shutdown.clone(),
+        ));
+        // Drainers have their own token: they keep delivering while clients are closed,
+        // and stop only when the outbox is flushed or the grace period is over.
+        let (drainers, stop_drainers) = (TaskTracker::new(), CancellationToken::new());
+        routing::start_drainers(&state.dispatcher, &state.config, &drainers, stop_drainers.clone());
         shutdown.await;
 
         let grace = state.config.shutdown.grace_period;
@@ -122,8 +144,10 @@ impl Gateway {
             Ok(Err(join)) => Err(std::io::Error::other(join)),
             Err(_) => Ok(()),
         };
+        routing::flush_outbox(&state.dispatcher, &drainers, stop_drainers, deadline).await;
         upkeep.abort();
         liveness.abort();
+        health_checks.abort();
         tracing::info!("shutdown complete");
         result
     }
@@ -175,7 +199,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let gateway = Gateway::build(config)?;
+    let gateway = Gateway::build(config).await?;
     gateway.serve(listener, shutdown).await?;
     Ok(())
 }
