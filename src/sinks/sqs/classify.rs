@@ -79,7 +79,7 @@ pub(super) fn classify(answer: Answer<'_>, detail: &str) -> SinkError {
     match answer {
         Answer::NotReached => SinkError::Unavailable(format!("SQS not reached: {detail}")),
         Answer::TimedOut => SinkError::Unavailable(format!("SQS timed out: {detail}")),
-        Answer::Answered { status, code } => classify_answer(status, code.map(normalize), detail),
+        Answer::Answered { status, code } => classify_answer(status, code, detail),
         Answer::Other => SinkError::Failed(format!("SQS call failed: {detail}")),
     }
 }
@@ -89,6 +89,7 @@ fn classify_answer(status: u16, code: Option<&str>, detail: &str) -> SinkError {
         Some(code) => format!("SQS answered {status} {code}: {detail}"),
         None => format!("SQS answered {status}: {detail}"),
     };
+    let code = code.map(normalize);
     if let Some(code) = code {
         if THROTTLING.contains(&code) {
             return SinkError::Unavailable(described);

@@ -11,7 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 
 use super::classify::{self, Answer, EntryFailure};
@@ -250,7 +250,11 @@ fn classify_sdk_error<E>(error: &SdkError<E, HttpResponse>) -> SinkError
 where
     E: ProvideErrorMetadata + Error + 'static,
 {
-    let detail = DisplayErrorContext(error).to_string();
+    let detail = match error {
+        // SQS's own explanation; the error chain would add a dump of the error document.
+        SdkError::ServiceError(service) => service.err().message().unwrap_or("no message").to_owned(),
+        _ => describe(error),
+    };
     let answer = match error {
         // Identity (credentials) and endpoint resolution happen before transmission, so
         // their failures arrive here as dispatch failures too.
@@ -263,4 +267,22 @@ where
         _ => Answer::Other,
     };
     classify::classify(answer, &detail)
+}
+
+/// The error and its causes, one line: `dispatch failure: io error: … Connection refused`.
+/// Not the SDK's `DisplayErrorContext`, which appends a debug dump of the raw response
+/// (headers, body) that has no place in a log line or `/ready`.
+pub(super) fn describe(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Layers often repeat their source's text; say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

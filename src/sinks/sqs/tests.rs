@@ -225,6 +225,8 @@ fn answers_that_are_not_sqs_errors_are_failed() {
 fn the_classified_error_keeps_status_code_and_detail() {
     let SinkError::Rejected(text) = answered(400, "InvalidParameterValue") else { panic!() };
     assert_eq!(text, "SQS answered 400 InvalidParameterValue: detail");
+    let SinkError::Unavailable(text) = answered(400, "AWS.SimpleQueueService.NonExistentQueue") else { panic!() };
+    assert_eq!(text, "SQS answered 400 AWS.SimpleQueueService.NonExistentQueue: detail", "the code as SQS sent it");
 }
 
 // ---- batch results ----
@@ -264,4 +266,30 @@ fn message_ids_are_usable_as_deduplication_ids() {
     // SQS takes 1–128 characters of ASCII letters, digits and punctuation.
     let id = MessageId::generate();
     assert!(id.as_str().len() <= 128 && id.as_str().chars().all(|c| c.is_ascii_graphic()));
+}
+
+// ---- error text ----
+
+#[derive(Debug)]
+struct Layer(&'static str, Option<Box<Layer>>);
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Layer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.1.as_deref().map(|layer| layer as _)
+    }
+}
+
+#[test]
+fn errors_are_described_on_one_line_with_their_causes_once() {
+    let error = Layer(
+        "dispatch failure",
+        Some(Box::new(Layer("io error", Some(Box::new(Layer("io error", Some(Box::new(Layer("refused", None))))))))),
+    );
+    assert_eq!(super::sink::describe(&error), "dispatch failure: io error: refused");
 }
