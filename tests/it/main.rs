@@ -14,4 +14,5 @@ mod protocol;
 mod routing;
 #[allow(dead_code, reason = "used by the sink tests as they land")]
 mod servers;
+mod sink_sqs;
 mod support;

@@ -16,7 +16,8 @@ pub struct SqsConfig {
     /// An SQS-compatible endpoint instead of AWS's (e.g. `http://127.0.0.1:4566`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
-    /// The AWS region; default: the standard chain (`AWS_REGION`, profile, metadata).
+    /// The AWS region; default: the one an AWS queue URL names (`sqs.REGION.amazonaws.com`),
+    /// else the standard chain (`AWS_REGION`, profile, instance metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// FIFO queues: what a message's `MessageGroupId` is (ordering holds per group).

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod moto;
 pub mod redis;
 
 /// A server process, killed (and reaped) when dropped.
