@@ -13,4 +13,5 @@ mod ops;
 mod protocol;
 #[allow(dead_code, reason = "used by the sink tests as they land")]
 mod servers;
+mod sink_http;
 mod support;

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod redis;
+pub mod webhook;
 
 /// A server process, killed (and reaped) when dropped.
 pub struct ServerProcess {
