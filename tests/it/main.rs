@@ -14,4 +14,5 @@ mod protocol;
 #[allow(dead_code, reason = "used by the sink tests as they land")]
 mod servers;
 mod sink_http;
+mod sink_redis;
 mod support;
