@@ -165,7 +165,7 @@ async fn a_slow_webhook_is_unavailable_within_the_timeout() {
     let took = start.elapsed();
     assert!(matches!(error, SinkError::Unavailable(_)), "{error:?}");
     assert!(took >= Duration::from_millis(300), "gave up early: {took:?}");
-    assert!(took < Duration::from_millis(800), "took {took:?} for a 300 ms timeout");
+    assert!(took < Duration::from_millis(1_000), "took {took:?} for a 300 ms timeout");
 }
 
 #[tokio::test]

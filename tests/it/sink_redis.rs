@@ -221,7 +221,7 @@ async fn a_paused_redis_is_unavailable_within_the_timeout() {
     let took = start.elapsed();
     assert!(is_unavailable(&send), "{send:?}");
     assert!(took >= Duration::from_millis(300), "gave up early: {took:?}");
-    assert!(took < Duration::from_millis(800), "took {took:?} for a 300 ms timeout");
+    assert!(took < Duration::from_millis(1_000), "took {took:?} for a 300 ms timeout");
 
     let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query_async(&mut admin).await.unwrap();
     sink.send(&message(3)).await.unwrap();

@@ -23,7 +23,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How much of an error answer's body is read to explain the failure (the rest is not
 /// read: the connection is then closed instead of reused, which is fine for an error).
-const ERROR_DETAIL_BYTES: usize = 16 * 1024;
+const ERROR_DETAIL_BYTES: usize = 1024;
 
 /// A webhook sink: POSTs each message as an API Gateway WebSocket `MESSAGE` event.
 #[derive(Debug)]
@@ -125,8 +125,8 @@ impl Sink for HttpSink {
             .await
             .map_err(|e| self.transport_error(&e))?;
         if let Err(error) = answer::classify_status(response.status()) {
-            let detail = read_bounded(response, ERROR_DETAIL_BYTES).await.ok().flatten();
-            return Err(answer::with_detail(error, detail.as_deref()));
+            let detail = read_prefix(response, ERROR_DETAIL_BYTES).await;
+            return Err(answer::with_detail(error, Some(&detail)));
         }
         // The webhook took the message: whatever happens to its answer body now, the
         // message is delivered and must not be re-sent.
@@ -177,6 +177,18 @@ async fn read_bounded(mut response: Response, limit: usize) -> Result<Option<Byt
         body.extend_from_slice(&chunk);
     }
     Ok(Some(body.freeze()))
+}
+
+/// The first `limit` bytes of the answer's body (fewer if it is shorter or breaks off).
+async fn read_prefix(mut response: Response, limit: usize) -> Bytes {
+    let mut body = BytesMut::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.freeze()
 }
 
 /// An error with its chain of causes: reqwest's own message alone ("error sending request")
