@@ -41,8 +41,8 @@ pub(super) fn classify_status(status: StatusCode) -> Result<(), SinkError> {
 const DETAIL_CHARS: usize = 200;
 
 /// Appends the start of an error answer's body to `error`'s reason, on one line.
-pub(super) fn with_detail(error: SinkError, body: Option<&[u8]>) -> SinkError {
-    let text = body.map(String::from_utf8_lossy).unwrap_or_default();
+pub(super) fn with_detail(error: SinkError, body: &[u8]) -> SinkError {
+    let text = String::from_utf8_lossy(body);
     let detail: String = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(DETAIL_CHARS).collect();
     if detail.is_empty() {
         return error;
@@ -121,13 +121,13 @@ mod tests {
         let error = SinkError::Rejected("HTTP 400 Bad Request".into());
         let body = b"{\"error\":\n  \"missing field\"}";
         assert_eq!(
-            with_detail(error.clone(), Some(body)),
+            with_detail(error.clone(), body),
             SinkError::Rejected("HTTP 400 Bad Request: {\"error\": \"missing field\"}".into())
         );
-        assert_eq!(with_detail(error.clone(), Some(b"  \n")), error);
-        assert_eq!(with_detail(error.clone(), None), error);
+        assert_eq!(with_detail(error.clone(), b"  \n"), error);
+        assert_eq!(with_detail(error.clone(), b""), error);
         let long = vec![b'x'; 1000];
-        let SinkError::Rejected(reason) = with_detail(error, Some(&long)) else { unreachable!() };
+        let SinkError::Rejected(reason) = with_detail(error, &long) else { unreachable!() };
         assert_eq!(reason.len(), "HTTP 400 Bad Request: ".len() + DETAIL_CHARS);
     }
 

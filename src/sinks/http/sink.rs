@@ -126,7 +126,7 @@ impl Sink for HttpSink {
             .map_err(|e| self.transport_error(&e))?;
         if let Err(error) = answer::classify_status(response.status()) {
             let detail = read_prefix(response, ERROR_DETAIL_BYTES).await;
-            return Err(answer::with_detail(error, Some(&detail)));
+            return Err(answer::with_detail(error, &detail));
         }
         // The webhook took the message: whatever happens to its answer body now, the
         // message is delivered and must not be re-sent.
