@@ -12,7 +12,8 @@ mod limits;
 mod ops;
 mod protocol;
 mod routing;
-#[allow(dead_code, reason = "used by the sink tests as they land")]
 mod servers;
+mod sink_http;
+mod sink_redis;
 mod sink_sqs;
 mod support;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub mod moto;
 pub mod redis;
+pub mod webhook;
 
 /// A server process, killed (and reaped) when dropped.
 pub struct ServerProcess {
