@@ -19,6 +19,9 @@ mod drain;
 mod store;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -205,6 +208,12 @@ impl Outbox {
         tokio::task::spawn_blocking(move || store::read_batch(&db, &sink, from, end, max))
             .await
             .map_err(store::io_error)?
+    }
+
+    /// Messages and bytes the bound holds now.
+    #[cfg(test)]
+    fn usage_for_tests(&self) -> (u64, u64) {
+        self.inner.usage.held()
     }
 
     /// Removes messages of `sink` (delivered or dead-lettered). Not awaited: the drainer

@@ -125,6 +125,12 @@ impl Usage {
         Ok(())
     }
 
+    /// Messages and bytes held.
+    #[cfg(test)]
+    pub fn held(&self) -> (u64, u64) {
+        *self.held.lock()
+    }
+
     /// Gives back room: messages deleted, or appends that failed.
     pub fn release(&self, messages: u64, bytes: u64) {
         let mut held = self.held.lock();
