@@ -16,6 +16,7 @@ pub mod config;
 mod health;
 pub mod http;
 mod message;
+pub mod outbox;
 pub mod redis_stream;
 pub mod retry;
 pub mod router;
