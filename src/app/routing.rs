@@ -94,7 +94,8 @@ pub fn build_dispatcher(
     let routing = &config.routing;
     Ok(match &config.storage.data_dir {
         Some(dir) => {
-            let limits = OutboxLimits { max_messages: routing.outbox_max_messages, max_bytes: routing.outbox_max_bytes };
+            let limits =
+                OutboxLimits { max_messages: routing.outbox_max_messages, max_bytes: routing.outbox_max_bytes };
             let outbox = Outbox::open(dir, limits, replies.clone())?;
             Dispatcher::with_outbox(router, sinks, outbox, replies)
         }
@@ -141,7 +142,10 @@ pub async fn flush_outbox(
         }
         let left = outbox.pending();
         if left > 0 {
-            tracing::warn!(left, "shutdown deadline: messages stay in the outbox and are delivered after the next start");
+            tracing::warn!(
+                left,
+                "shutdown deadline: messages stay in the outbox and are delivered after the next start"
+            );
         }
     }
     stop_drainers.cancel();

@@ -13,6 +13,7 @@
 //! sink; a sink only classifies its failures ([`SinkError`]).
 
 pub mod config;
+pub mod dispatch;
 mod health;
 pub mod http;
 mod message;

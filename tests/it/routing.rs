@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::servers::redis::{Redis, stream_entries};
+use crate::servers::redis::{Redis, stream_entries, stream_len};
 use crate::support::{TestGateway, metric};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -25,8 +25,13 @@ fn chat_route(config: &mut signalbox::Config, url: &str) {
     for (name, sink) in sinks {
         config.sinks.insert(name, sink.try_into().unwrap());
     }
-    config.routes.push(toml::from_str(r#"action = "sendMessage"
-sink = "chat""#).unwrap());
+    config.routes.push(
+        toml::from_str(
+            r#"action = "sendMessage"
+sink = "chat""#,
+        )
+        .unwrap(),
+    );
     config.limits.rate_per_second = 100_000;
     config.limits.rate_burst = 100_000;
     config.routing.retry.initial_backoff = Duration::from_millis(20);
@@ -36,11 +41,11 @@ sink = "chat""#).unwrap());
 async fn wait_for_entries(url: &str, count: usize) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let start = tokio::time::Instant::now();
     loop {
-        let entries = stream_entries(url, "chat-in").await;
-        if entries.len() >= count {
-            return entries;
+        let len = stream_len(url, "chat-in").await;
+        if len >= count {
+            return stream_entries(url, "chat-in").await;
         }
-        assert!(start.elapsed() < WAIT, "only {} of {count} entries arrived", entries.len());
+        assert!(start.elapsed() < WAIT, "only {len} of {count} entries arrived");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

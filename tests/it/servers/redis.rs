@@ -28,22 +28,39 @@ impl Redis {
     }
 }
 
-/// Every entry of `stream` as (id, field → value), oldest first.
+/// Every entry of `stream` as (id, field → value), oldest first (read in pages, so a
+/// long stream never hits the client's response timeout).
 pub async fn stream_entries(url: &str, stream: &str) -> Vec<(String, std::collections::HashMap<String, String>)> {
     let client = ::redis::Client::open(url).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let reply: ::redis::streams::StreamRangeReply =
-        ::redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query_async(&mut conn).await.unwrap();
-    reply
-        .ids
-        .into_iter()
-        .map(|entry| {
+    let mut entries = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let reply: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let Some(last) = reply.ids.last() else { return entries };
+        start = format!("({}", last.id);
+        for entry in reply.ids {
             let fields = entry
                 .map
                 .iter()
                 .map(|(k, v)| (k.clone(), ::redis::from_redis_value_ref::<String>(v).unwrap()))
                 .collect();
-            (entry.id, fields)
-        })
-        .collect()
+            entries.push((entry.id, fields));
+        }
+    }
+}
+
+/// `XLEN stream`.
+pub async fn stream_len(url: &str, stream: &str) -> usize {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    ::redis::cmd("XLEN").arg(stream).query_async(&mut conn).await.unwrap()
 }
