@@ -65,6 +65,46 @@ fn default_config_is_valid_and_check_config_accepts_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 }
 
+#[test]
+fn check_config_describes_the_agents_example_and_names_a_bad_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = include_str!("../../examples/agents.toml")
+        .replace("./signalbox-data", &dir.path().join("data").display().to_string());
+    let file = dir.path().join("agents.toml");
+    std::fs::write(&file, &example).unwrap();
+    let out = signalbox().args(["check-config", "--dev", "--config"]).arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "sink dev-agents (sqs)",
+        "sink pipeline (http)",
+        "sink chat (redis_stream)",
+        r#"route "forward" when type = "dev" -> dev-agents"#,
+        r#"route "cancel_job" -> pipeline"#,
+        "outbox in",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+
+    let cases = [
+        ("[[routes]]\naction = \"forward\"\nsink = \"nowhere\"\n", "routes[0].sink"),
+        (
+            "[[routes]]\naction = \"subscribe\"\nsink = \"x\"\n[sinks.x]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\n",
+            "built-in",
+        ),
+        ("[sinks.q]\nkind = \"sqs\"\nqueue_url = \"not a url\"\n", "sinks.q.queue_url"),
+        ("[sinks.q]\nkind = \"kafka\"\n", "kafka"),
+        ("[sinks.r]\nkind = \"redis_stream\"\nurl = \"redis://127.0.0.1:6379\"\n", "stream"),
+    ];
+    for (text, named) in cases {
+        std::fs::write(&file, text).unwrap();
+        let out = signalbox().args(["check-config", "--dev", "--config"]).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(named), "{text}: expected {named:?} in {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn serve_prints_ready_line_serves_minted_tokens_and_exits_0_on_sigterm() {
     let mut child = signalbox()
