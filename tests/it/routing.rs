@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::servers::redis::{Redis, stream_entries, stream_len};
+use crate::servers::webhook::{Behaviour, Webhook};
 use crate::support::{TestGateway, metric};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -191,4 +192,73 @@ async fn ten_thousand_messages_through_a_sink_outage_arrive_with_zero_loss() {
             .collect();
         assert_eq!(&arrived, ids, "connection {connection}: all of its messages, in order");
     }
+}
+
+/// Adds a `pipeline` http sink at `url` and routes `cancel_job` to it.
+fn pipeline_route(config: &mut signalbox::Config, url: &str) {
+    let sink: toml::Table = toml::from_str(&format!("kind = \"http\"\nurl = \"{url}\"\ntimeout = \"2s\"")).unwrap();
+    config.sinks.insert("pipeline".into(), sink.try_into().unwrap());
+    config.routes.push(toml::from_str("action = \"cancel_job\"\nsink = \"pipeline\"").unwrap());
+    config.routing.retry.initial_backoff = Duration::from_millis(20);
+    config.routing.retry.max_backoff = Duration::from_millis(100);
+}
+
+#[tokio::test]
+async fn inline_a_webhook_reply_follows_accepted_and_a_refusal_is_sink_unavailable() {
+    let webhook = Webhook::start().await;
+    let gw = TestGateway::spawn_with(|c| pipeline_route(c, &webhook.url())).await;
+    let mut client = gw.connect("u1", json!({})).await;
+    webhook.set(Behaviour::Json(r#"{"cancelled":true}"#));
+    let reply = client.request(json!({"action": "cancel_job", "job_id": "j1", "requestId": "r1"})).await;
+    assert_eq!(reply["type"], "accepted", "{reply}");
+    assert_eq!(client.recv().await, json!({"cancelled": true}));
+
+    webhook.set(Behaviour::Status(400));
+    let reply = client.request(json!({"action": "cancel_job", "job_id": "j2", "requestId": "r2"})).await;
+    assert_eq!(
+        (reply["code"].as_str(), reply["requestId"].as_str()),
+        (Some("SINK_UNAVAILABLE"), Some("r2")),
+        "{reply}"
+    );
+    assert_eq!(webhook.requests().len(), 2, "a refusal is not retried");
+
+    webhook.set(Behaviour::Status(500));
+    let reply = client.request(json!({"action": "cancel_job", "job_id": "j3"})).await;
+    assert_eq!(reply["code"], "SINK_UNAVAILABLE", "{reply}");
+    assert!(webhook.requests().len() > 3, "a failure is retried: {}", webhook.requests().len());
+    let metrics = gw.http().get("/metrics").await.1.as_str().unwrap().to_owned();
+    assert_eq!(metric(&metrics, r#"signalbox_sink_messages_total{sink="pipeline",outcome="unavailable"}"#), 2.0);
+    assert!(metric(&metrics, r#"signalbox_sink_retries_total{sink="pipeline"}"#) >= 2.0);
+}
+
+#[tokio::test]
+async fn from_the_outbox_a_refused_message_is_dead_lettered_and_the_next_one_delivered() {
+    let data = tempfile::tempdir().unwrap();
+    let webhook = Webhook::start().await;
+    webhook.set(Behaviour::Status(400));
+    let gw = TestGateway::spawn_with(|c| {
+        pipeline_route(c, &webhook.url());
+        c.storage.data_dir = Some(data.path().to_owned());
+    })
+    .await;
+    let mut client = gw.connect("u1", json!({})).await;
+    let refused = client.request(json!({"action": "cancel_job", "job_id": "bad"})).await;
+    assert_eq!(refused["type"], "accepted", "{refused}");
+    webhook.wait_for(1).await;
+    let dead_letters = data.path().join("dead-letters.jsonl");
+    let start = tokio::time::Instant::now();
+    while std::fs::read_to_string(&dead_letters).map_or(true, |t| t.is_empty()) {
+        assert!(start.elapsed() < WAIT, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line: Value = serde_json::from_str(std::fs::read_to_string(&dead_letters).unwrap().trim()).unwrap();
+    assert_eq!(line["sink"], "pipeline");
+    assert_eq!(line["message"]["messageId"], refused["messageId"], "{line}");
+    webhook.set(Behaviour::NoContent);
+    let good = client.request(json!({"action": "cancel_job", "job_id": "good"})).await;
+    assert_eq!(good["type"], "accepted", "{good}");
+    let body: Value = serde_json::from_str(webhook.wait_for(2).await[1].json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["job_id"], "good");
+    let metrics = gw.http().get("/metrics").await.1.as_str().unwrap().to_owned();
+    assert_eq!(metric(&metrics, r#"signalbox_sink_messages_total{sink="pipeline",outcome="dead_lettered"}"#), 1.0);
 }
