@@ -110,16 +110,14 @@ impl Outbox {
             tracing::info!(messages = recovered.messages, bytes = recovered.bytes, dir = %dir.display(), "outbox: messages to deliver from before the restart");
         }
         let (tx, rx) = mpsc::channel();
-        Writer {
-            db: Arc::clone(&db),
+        Writer::new(
+            Arc::clone(&db),
             rx,
-            queues: Arc::clone(&queues),
-            usage: Arc::clone(&usage),
-            replies: Arc::clone(&replies),
-            next_seq: recovered.next_seq,
-            lazy_commits: 0,
-            deferred: Vec::new(),
-        }
+            Arc::clone(&queues),
+            Arc::clone(&usage),
+            Arc::clone(&replies),
+            recovered.next_seq,
+        )
         .spawn()
         .map_err(|e| store::io_error(format_args!("cannot start the outbox writer: {e}")))?;
         Ok(Self {
