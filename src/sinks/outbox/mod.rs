@@ -2,12 +2,14 @@
 //! `accepted` once it is on disk here, and a drainer per sink delivers it from here.
 //!
 //! This module owns `<data_dir>/outbox.redb` and `<data_dir>/dead-letters.jsonl`: the
-//! durable append (group commit by one writer thread, [`writer`]), the bound, the
-//! in-order drain per sink with the shared [`RetryPolicy`] ([`drain`]), and the dead
-//! letters ([`dead_letter`]). It must never drop a message silently (every message is
-//! delivered, or dead-lettered with a log line and a count), never reorder one sink's
-//! messages, never let one sink's outage hold up another, and never block async code on
-//! disk I/O (the writer is a thread, reads and dead letters go through `spawn_blocking`).
+//! durable append (group commit by one writer thread, `writer`), the bound, the
+//! in-order drain per sink with the shared [`RetryPolicy`] (`drain`), and the dead
+//! letters (`dead_letter`). It must never drop a message silently (every message is
+//! delivered, or dead-lettered with a log line and the sink's `dead_lettered` count; a
+//! sink no longer configured has no metrics, so its messages get an error log), never
+//! reorder one sink's messages, never let one sink's outage hold up another, and never
+//! block async code on disk I/O (the writer is a thread, reads and dead letters go
+//! through `spawn_blocking`).
 //!
 //! Delivery is at least once: a message whose delete was lost (a crash after delivery) or
 //! whose batch was in flight at shutdown is sent again; its `messageId` lets the backend
@@ -110,16 +112,14 @@ impl Outbox {
             tracing::info!(messages = recovered.messages, bytes = recovered.bytes, dir = %dir.display(), "outbox: messages to deliver from before the restart");
         }
         let (tx, rx) = mpsc::channel();
-        Writer {
-            db: Arc::clone(&db),
+        Writer::new(
+            Arc::clone(&db),
             rx,
-            queues: Arc::clone(&queues),
-            usage: Arc::clone(&usage),
-            replies: Arc::clone(&replies),
-            next_seq: recovered.next_seq,
-            lazy_commits: 0,
-            deferred: Vec::new(),
-        }
+            Arc::clone(&queues),
+            Arc::clone(&usage),
+            Arc::clone(&replies),
+            recovered.next_seq,
+        )
         .spawn()
         .map_err(|e| store::io_error(format_args!("cannot start the outbox writer: {e}")))?;
         Ok(Self {

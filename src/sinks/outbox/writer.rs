@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
@@ -26,6 +27,16 @@ const MAX_GROUP: usize = 4096;
 /// they free only after a durable commit, so an idle-append, busy-drain outbox must still
 /// make one now and then or its file would grow.
 const LAZY_COMMITS_MAX: u32 = 64;
+
+/// The longest a group waits for stragglers (see [`Writer::gather`]).
+const MAX_LINGER: Duration = Duration::from_millis(1);
+
+/// What one transaction writes.
+struct Group {
+    appends: Vec<Append>,
+    deletes: Vec<(String, Vec<u64>)>,
+    close: Option<oneshot::Sender<()>>,
+}
 
 /// An operation for the writer.
 pub(super) enum Op {
@@ -54,25 +65,50 @@ pub(super) struct Append {
 
 /// The writer thread's state.
 pub(super) struct Writer {
-    /// The store.
-    pub db: Arc<Database>,
-    /// Its operations.
-    pub rx: Receiver<Op>,
+    db: Arc<Database>,
+    rx: Receiver<Op>,
     /// Per-sink queues to publish to after a commit.
-    pub queues: Arc<Queues>,
+    queues: Arc<Queues>,
     /// The bound's accounting.
-    pub usage: Arc<Usage>,
+    usage: Arc<Usage>,
     /// Told of each message once it is durable.
-    pub replies: Arc<dyn ClientReplies>,
+    replies: Arc<dyn ClientReplies>,
     /// The next sequence to assign.
-    pub next_seq: u64,
+    next_seq: u64,
     /// Delete-only commits made without fsync since the last durable one.
-    pub lazy_commits: u32,
+    lazy_commits: u32,
     /// Deletes whose transaction failed, tried again with the next one.
-    pub deferred: Vec<(String, Vec<u64>)>,
+    deferred: Vec<(String, Vec<u64>)>,
+    /// Appends in the last group, and how long its commit took: they size the next wait.
+    last_group: usize,
+    last_commit: Duration,
 }
 
 impl Writer {
+    /// A writer for `db`, taking operations from `rx`; `next_seq` is the first sequence
+    /// it assigns.
+    pub fn new(
+        db: Arc<Database>,
+        rx: Receiver<Op>,
+        queues: Arc<Queues>,
+        usage: Arc<Usage>,
+        replies: Arc<dyn ClientReplies>,
+        next_seq: u64,
+    ) -> Self {
+        Self {
+            db,
+            rx,
+            queues,
+            usage,
+            replies,
+            next_seq,
+            lazy_commits: 0,
+            deferred: Vec::new(),
+            last_group: 0,
+            last_commit: Duration::ZERO,
+        }
+    }
+
     /// Starts the thread.
     pub fn spawn(self) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new().name("outbox-writer".into()).spawn(move || self.run())
@@ -81,22 +117,13 @@ impl Writer {
     fn run(mut self) {
         // `recv` fails once every sender is gone: the outbox was dropped without close.
         while let Ok(first) = self.rx.recv() {
-            let mut appends = Vec::new();
-            let mut deletes = std::mem::take(&mut self.deferred);
-            let mut close = None;
-            let mut next = Some(first);
-            while let Some(op) = next.take() {
-                match op {
-                    Op::Append(append) => appends.push(append),
-                    Op::Delete { sink, seqs } => deletes.push((sink, seqs)),
-                    Op::Close(done) => close = Some(done),
-                }
-                if close.is_none() && appends.len() + deletes.len() < MAX_GROUP {
-                    next = self.rx.try_recv().ok();
-                }
-            }
-            self.commit(appends, deletes);
-            if let Some(done) = close {
+            let mut group = Group { appends: Vec::new(), deletes: std::mem::take(&mut self.deferred), close: None };
+            self.gather(first, &mut group);
+            self.last_group = group.appends.len();
+            let started = Instant::now();
+            self.commit(group.appends, group.deletes);
+            self.last_commit = started.elapsed();
+            if let Some(done) = group.close {
                 self.finish();
                 // Answer only after the store is closed, so it can be reopened at once.
                 drop(self);
@@ -105,6 +132,35 @@ impl Writer {
             }
         }
         self.finish();
+    }
+
+    /// Takes `first` and whatever else is queued into `group`. Without care, group commit
+    /// convoys: the callers resolved by one commit come back one by one, the first alone
+    /// gets the next fsync, and groups alternate big and tiny, halving throughput. So
+    /// while the group has fewer appends than the last one, it waits a little for the
+    /// stragglers: at most a quarter of the last commit's time, bounding the latency
+    /// added while letting steady concurrent appenders share every fsync.
+    fn gather(&self, first: Op, group: &mut Group) {
+        let linger = (self.last_commit / 4).min(MAX_LINGER);
+        let deadline = Instant::now() + linger;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Append(append) => group.appends.push(append),
+                Op::Delete { sink, seqs } => group.deletes.push((sink, seqs)),
+                Op::Close(done) => group.close = Some(done),
+            }
+            if group.close.is_some() || group.appends.len() + group.deletes.len() >= MAX_GROUP {
+                break;
+            }
+            next = match self.rx.try_recv() {
+                Ok(op) => Some(op),
+                Err(_) if group.appends.is_empty() || group.appends.len() >= self.last_group => None,
+                Err(_) => {
+                    deadline.checked_duration_since(Instant::now()).and_then(|left| self.rx.recv_timeout(left).ok())
+                }
+            };
+        }
     }
 
     /// Writes one group in one transaction and publishes the result.
