@@ -15,7 +15,7 @@
 //! |----------------|--------------------------------------------------------------------|
 //! | `messageId`    | `msg_<unix-ms>_<16 hex>`, unique per message; the same on a redelivery, so de-duplicate on it |
 //! | `action`       | the message's `action` (the route key)                             |
-//! | `connectionId` | the sending connection; reply with `POST /@connections/{id}`        |
+//! | `connectionId` | the sending connection; reply with `POST /api/connections/{id}/send`|
 //! | `userId`       | the sender (`sub` of its token, `anonymous` in dev mode)           |
 //! | `requestId`    | the client's `requestId`, or empty if it gave none                 |
 //! | `receivedAt`   | when the gateway received it, RFC 3339 UTC with milliseconds       |
