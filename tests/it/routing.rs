@@ -127,6 +127,8 @@ async fn the_outbox_accepts_during_an_outage_and_delivers_everything_after_a_res
     let configure = |c: &mut signalbox::Config| {
         chat_route(c, &url);
         c.storage.data_dir = Some(data.path().to_owned());
+        // The sink stays down through shutdown: don't wait the default 10 s for a flush.
+        c.shutdown.grace_period = Duration::from_millis(500);
     };
     let gw = TestGateway::spawn_with(configure).await;
     let mut client = gw.connect("u1", json!({})).await;
