@@ -4,6 +4,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A fresh id `<prefix>_<unix-ms>_<16 hex random>`: sortable by creation time at a glance,
+/// unguessable, and unique without coordination (64 random bits per millisecond).
+pub fn unique_id(prefix: &str) -> String {
+    let random: u64 = rand::random();
+    format!("{prefix}_{}_{random:016x}", unix_millis(SystemTime::now()))
+}
+
+/// `at` as Unix milliseconds (0 before the epoch, saturating far after it).
+pub fn unix_millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// A connection id, `conn_<unix-ms>_<random>` (SPEC §1).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ConnectionId(Arc<str>);
@@ -11,9 +23,7 @@ pub struct ConnectionId(Arc<str>);
 impl ConnectionId {
     /// Mints a fresh, unguessable id.
     pub fn generate() -> Self {
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let random: u64 = rand::random();
-        Self(Arc::from(format!("conn_{millis}_{random:016x}")))
+        Self(Arc::from(unique_id("conn")))
     }
 
     /// Wraps an id received from outside (e.g. an API path). Unknown ids simply match nothing.

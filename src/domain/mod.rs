@@ -15,7 +15,7 @@ mod topic;
 pub use error_code::ErrorCode;
 pub use event::{Event, EventError, encode_delivery, mark_retained, now_rfc3339};
 pub use filter::{Filter, FilterError};
-pub use ids::{ConnectionId, UserId};
+pub use ids::{ConnectionId, UserId, unique_id, unix_millis};
 pub use pattern::TopicPattern;
 pub use position::{Epoch, StreamPosition};
 pub use topic::{Topic, TopicError};

@@ -80,11 +80,6 @@ impl Dispatcher {
         Self { router, sinks: by_name(sinks), mode: Mode::Outbox(outbox), replies }
     }
 
-    /// A dispatcher with no routes: every routed action is unknown.
-    pub fn empty(replies: Arc<dyn ClientReplies>) -> Self {
-        Self::inline(Router::default(), Vec::new(), Duration::from_secs(1), RetryPolicy::default(), replies)
-    }
-
     /// The configured sinks (for health checks and `/ready`).
     pub fn sinks(&self) -> impl Iterator<Item = &Arc<SinkHandle>> {
         self.sinks.values()

@@ -2,11 +2,12 @@
 //! document sinks receive (SPEC §7).
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::domain::unique_id;
 
 /// A routed message's id, `msg_<unix-ms>_<random>`: in the `accepted` reply, the SQS
 /// deduplication id and attributes, the webhook event and the Redis entry, so a backend
@@ -18,9 +19,7 @@ pub struct MessageId(String);
 impl MessageId {
     /// Mints a fresh, unique id.
     pub fn generate() -> Self {
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let random: u64 = rand::random();
-        Self(format!("msg_{millis}_{random:016x}"))
+        Self(unique_id("msg"))
     }
 
     /// The id as a string.

@@ -41,9 +41,9 @@ impl Router {
                 let when = if route.when.is_empty() {
                     None
                 } else {
-                    let table: Map<String, Value> =
-                        route.when.iter().map(|(field, value)| (field.clone(), toml_to_json(value))).collect();
-                    Some(Filter::parse(&Value::Object(table))?)
+                    // TOML strings, numbers and booleans (all the configuration allows in
+                    // `when`) serialize to the same JSON values.
+                    Some(Filter::parse(&serde_json::to_value(&route.when).unwrap_or_default())?)
                 };
                 Ok(Route { action: route.action.clone(), when, sink: route.sink.clone() })
             })
@@ -82,18 +82,6 @@ fn merged_with_data(message: &Map<String, Value>) -> Option<Map<String, Value>> 
         merged.entry(key.clone()).or_insert_with(|| value.clone());
     }
     Some(merged)
-}
-
-fn toml_to_json(value: &toml::Value) -> Value {
-    match value {
-        toml::Value::String(s) => Value::String(s.clone()),
-        toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        toml::Value::Boolean(b) => Value::Bool(*b),
-        toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_json).collect()),
-        toml::Value::Table(table) => Value::Object(table.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
-    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
         Some(_) => return Err(fail(request_id, "`action` must be a non-empty string".into())),
         None => return Err(fail(request_id, "missing field `action`".into())),
     };
+    if !BUILT_IN_ACTIONS.contains(&action.as_str()) {
+        // Routed: the whole message goes along as is (moved, not copied).
+        return Ok(ClientRequest { request_id, action: ClientAction::Routed { action, message } });
+    }
     let params = Params(&message);
     let action = match action.as_str() {
         "subscribe" => params.subscribe(),
@@ -133,7 +137,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
         "ping" => Ok(ClientAction::Ping),
         "subscriptions" => Ok(ClientAction::Subscriptions),
         "refresh" => params.string("token").map(|token| ClientAction::Refresh { token }),
-        _ => Ok(ClientAction::Routed { action, message: message.clone() }),
+        other => Err(format!("built-in action {other:?} has no parser")),
     }
     .map_err(|m| fail(request_id.clone(), m))?;
     Ok(ClientRequest { request_id, action })

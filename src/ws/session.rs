@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Map, Value};
@@ -17,7 +17,7 @@ use super::protocol::{
 };
 use crate::auth::{AuthError, Identity};
 use crate::broker::ReadRequest;
-use crate::domain::{Epoch, ErrorCode, Event, Topic};
+use crate::domain::{Epoch, ErrorCode, Event, Topic, unix_millis};
 use crate::hub::{CloseReason, ConnectionHandle, SubscribeError, SubscribeOptions};
 use crate::sinks::{MessageId, RoutedMessage};
 use crate::state::AppState;
@@ -233,8 +233,4 @@ impl Session {
         tracing::debug!(connectionId = %self.conn.id, userId = %self.conn.user, requestId = rid, code = code.as_str(), message, "client error");
         self.reply(frames::error(code, message, rid));
     }
-}
-
-fn unix_millis(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

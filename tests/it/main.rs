@@ -10,6 +10,7 @@ mod binary;
 mod delivery;
 mod history;
 mod limits;
+mod measure;
 mod ops;
 mod protocol;
 mod routing;

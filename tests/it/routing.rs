@@ -66,6 +66,18 @@ async fn an_action_without_a_route_is_unknown_and_the_connection_carries_on() {
     let reply = client.request(json!({"action": "forward", "type": "qa", "requestId": "r2"})).await;
     assert_eq!(reply["code"], "UNKNOWN_ACTION", "{reply}");
     assert!(reply["message"].as_str().unwrap().contains("matches"), "{reply}");
+    // Hostile input on a routed action: refused before routing, connection unaffected.
+    client.send_text(r#"{"action":"sendMessage","text":"#).await;
+    assert_eq!(client.recv().await["code"], "VALIDATION_ERROR");
+    let huge = json!({"action": "sendMessage", "requestId": "big", "text": "x".repeat(70 * 1024)});
+    let reply = client.request(huge).await;
+    assert_eq!(
+        (reply["code"].as_str(), reply["requestId"].as_str()),
+        (Some("PAYLOAD_TOO_LARGE"), Some("big")),
+        "{reply}"
+    );
+    let reply = client.request(json!({"action": "sendMessage", "requestId": 7})).await;
+    assert_eq!(reply["code"], "VALIDATION_ERROR", "{reply}");
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
     assert!(stream_entries(&redis.url(), "chat-in").await.is_empty(), "nothing was routed");
 }

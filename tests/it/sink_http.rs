@@ -8,6 +8,7 @@ use serde_json::json;
 use signalbox::sinks::http::{self, HttpConfig, HttpSink};
 use signalbox::sinks::{MessageId, RoutedMessage, Sink, SinkError};
 
+use crate::measure;
 use crate::servers::free_port;
 use crate::servers::webhook::{Behaviour, Webhook};
 
@@ -231,39 +232,9 @@ async fn measure_http_throughput() {
     let count = 20_000_u32;
     let messages: Vec<_> = (0..count).map(message).collect();
 
-    let start = Instant::now();
-    for m in &messages {
-        sink.send(m).await.unwrap();
-    }
-    report("http send, one at a time", count, start.elapsed());
-
-    let start = Instant::now();
-    for chunk in messages.chunks(100) {
-        assert!(sink.send_batch(chunk).await.error.is_none());
-    }
-    report("http send_batch of 100 (sequential POSTs)", count, start.elapsed());
-
+    measure::one_at_a_time("http send, one at a time", sink.as_ref(), &messages).await;
+    measure::in_batches("http send_batch of 100 (sequential POSTs)", sink.as_ref(), &messages, 100).await;
     for in_flight in [16_usize, 64] {
-        let start = Instant::now();
-        let per_task = messages.len() / in_flight;
-        let tasks: Vec<_> = messages
-            .chunks(per_task)
-            .map(|chunk| {
-                let (sink, chunk) = (sink.clone(), chunk.to_vec());
-                tokio::spawn(async move {
-                    for m in &chunk {
-                        sink.send(m).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        report(&format!("http send, {in_flight} in flight"), count, start.elapsed());
+        measure::in_flight(&format!("http send, {in_flight} in flight"), &sink, &messages, in_flight).await;
     }
-}
-
-fn report(what: &str, count: u32, took: Duration) {
-    println!("{what}: {count} messages in {took:.2?} = {:.0} msg/s", f64::from(count) / took.as_secs_f64());
 }

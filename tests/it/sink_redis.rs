@@ -8,8 +8,9 @@ use serde_json::Value;
 use signalbox::sinks::redis_stream::{self, RedisStreamConfig, RedisStreamSink};
 use signalbox::sinks::{MessageId, RoutedMessage, Sink, SinkError};
 
+use crate::measure;
+use crate::servers::free_port;
 use crate::servers::redis::Redis;
-use crate::servers::{ServerProcess, free_port};
 
 const STREAM: &str = "chat-in";
 
@@ -34,13 +35,6 @@ fn message(n: u32) -> RoutedMessage {
         source_ip: "203.0.113.9".into(),
         body: format!(r#"{{"action":"sendMessage",  "n":{n}, "text":"h\u00e9\"llo"}}"#),
     }
-}
-
-/// redis-server on this port (to restart one where it was), without persistence.
-fn redis_on(port: u16) -> Redis {
-    let port_arg = port.to_string();
-    let args = ["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
-    Redis { process: ServerProcess::start("redis-server", &args, port, "apt-get install -y redis-server") }
 }
 
 /// A plain client of the test's own, to look at what the sink wrote.
@@ -164,7 +158,7 @@ async fn after_a_restart_on_the_same_port_sends_succeed_without_rebuilding_the_s
     redis.process.kill();
     assert!(is_unavailable(&sink.send(&message(2)).await));
 
-    let redis = redis_on(port);
+    let redis = Redis::start_on(port);
     sink.check().await.unwrap();
     sink.send(&message(3)).await.unwrap();
     let outcome = sink.send_batch(&[message(4), message(5)]).await;
@@ -181,7 +175,7 @@ async fn a_connection_that_died_while_idle_costs_at_most_one_failed_send() {
 
     // Killed and back while the sink sent nothing: it still holds the dead connection.
     redis.process.kill();
-    let redis = redis_on(port);
+    let redis = Redis::start_on(port);
 
     let first = sink.send(&message(2)).await;
     if first.is_err() {
@@ -199,7 +193,7 @@ async fn build_succeeds_while_redis_is_down_and_sends_once_it_is_up() {
     assert!(is_unavailable(&sink.check().await));
     assert!(is_unavailable(&sink.send(&message(1)).await));
 
-    let redis = redis_on(port);
+    let redis = Redis::start_on(port);
     sink.check().await.unwrap();
     sink.send(&message(2)).await.unwrap();
     assert_eq!(entries(&redis).await.len(), 1);
@@ -255,40 +249,13 @@ async fn measure_redis_throughput() {
     let count = 50_000_u32;
     let messages: Vec<_> = (0..count).map(message).collect();
 
-    let start = Instant::now();
-    for m in &messages {
-        sink.send(m).await.unwrap();
-    }
-    report("redis send, one at a time", count, start.elapsed());
-
+    measure::one_at_a_time("redis send, one at a time", sink.as_ref(), &messages).await;
     for size in [10, 100, 1000] {
-        let start = Instant::now();
-        for batch in messages.chunks(size) {
-            assert!(sink.send_batch(batch).await.error.is_none());
-        }
-        report(&format!("redis send_batch of {size} (one pipeline each)"), count, start.elapsed());
+        let what = format!("redis send_batch of {size} (one pipeline each)");
+        measure::in_batches(&what, sink.as_ref(), &messages, size).await;
     }
-
     for in_flight in [16_usize, 64] {
-        let start = Instant::now();
-        let tasks: Vec<_> = messages
-            .chunks(messages.len() / in_flight)
-            .map(|chunk| {
-                let (sink, chunk) = (sink.clone(), chunk.to_vec());
-                tokio::spawn(async move {
-                    for m in &chunk {
-                        sink.send(m).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        report(&format!("redis send, {in_flight} in flight (one multiplexed connection)"), count, start.elapsed());
+        let what = format!("redis send, {in_flight} in flight (one multiplexed connection)");
+        measure::in_flight(&what, &sink, &messages, in_flight).await;
     }
-}
-
-fn report(what: &str, count: u32, took: Duration) {
-    println!("{what}: {count} messages in {took:.2?} = {:.0} msg/s", f64::from(count) / took.as_secs_f64());
 }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{SinkQueue, Undecodable, io_error};
 use super::{Outbox, OutboxError};
+use crate::domain::unix_millis;
 use crate::sinks::{RoutedMessage, rfc3339_millis};
 
 /// The file's name inside the data directory.
@@ -52,9 +53,8 @@ impl DeadLetter {
     /// The line for `message` of `sink` given up after `attempts` with `error`. A stored
     /// value that does not parse is kept as `"raw"` text with `"message": null`.
     pub fn new(sink: &str, message: Result<&RoutedMessage, &Undecodable>, attempts: u32, error: &str) -> Self {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         let line = Line {
-            dead_lettered_at: rfc3339_millis(i64::try_from(now).unwrap_or(i64::MAX)),
+            dead_lettered_at: rfc3339_millis(unix_millis(SystemTime::now())),
             sink,
             attempts,
             error,
