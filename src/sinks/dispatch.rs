@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use super::outbox::{Outbox, OutboxError};
+use super::outbox::Outbox;
 use super::retry::{Next, RetryPolicy};
 use super::router::{NoRoute, Router};
 use super::{ClientReplies, RoutedMessage, SinkHandle};
@@ -35,7 +35,7 @@ pub enum DispatchError {
     NoMatch(String),
     /// The sink did not take it in time, refused it, or the outbox is full
     /// (`SINK_UNAVAILABLE`).
-    #[error("sink {sink} unavailable: {reason}")]
+    #[error("sink {sink} unavailable ({reason}); the message was not accepted: send it again later")]
     Unavailable {
         /// The sink's name.
         sink: String,
@@ -109,25 +109,22 @@ impl Dispatcher {
             // rather than dropped.
             return Err(unavailable(&message.sink, "the route names a sink that is not running".into()));
         };
-        match &self.mode {
+        let result = match &self.mode {
             Mode::Outbox(outbox) => match outbox.append(message).await {
                 Ok(()) => {
                     handle.metrics.queued.increment(1);
                     Ok(())
                 }
-                Err(e) => {
-                    handle.metrics.unavailable.increment(1);
-                    Err(unavailable(&handle.name, outbox_reason(&e)))
-                }
+                Err(e) => Err(unavailable(&handle.name, format!("the outbox did not take the message: {e}"))),
             },
             Mode::Inline { deadline, policy } => {
-                let result = self.send_inline(handle, &message, Instant::now() + *deadline, policy).await;
-                if result.is_err() {
-                    handle.metrics.unavailable.increment(1);
-                }
-                result
+                self.send_inline(handle, &message, Instant::now() + *deadline, policy).await
             }
+        };
+        if result.is_err() {
+            handle.metrics.unavailable.increment(1);
         }
+        result
     }
 
     async fn send_inline(
@@ -173,8 +170,4 @@ fn by_name(sinks: Vec<Arc<SinkHandle>>) -> BTreeMap<String, Arc<SinkHandle>> {
 
 fn unavailable(sink: &str, reason: String) -> DispatchError {
     DispatchError::Unavailable { sink: sink.to_owned(), reason }
-}
-
-fn outbox_reason(error: &OutboxError) -> String {
-    format!("the outbox did not take the message: {error}")
 }
