@@ -224,18 +224,23 @@ impl ConnectionHandle {
         waker_ref(self)
     }
 
-    /// Whether the socket woke the task since the last call (initially: yes). If so the
-    /// flag is lowered and the task behind `cx` registered for the next socket wake-up;
+    /// Whether the socket woke the task since the last call (initially: yes); lowers the
+    /// flag. Registers the task behind `cx` for the next socket wake-up on every call:
     /// poll the socket's read side after this call, not before, so a wake-up between the
     /// two is not lost.
+    ///
+    /// The registration must not depend on the flag. A wake-up raises the flag and then
+    /// takes the registered waker, in two steps; a poll that lowers the flag and registers
+    /// in between has its fresh registration taken by that wake-up, and is polled again
+    /// with the flag down. Registering only when the flag was up would then leave the
+    /// task with no socket waker at all, and the next socket event (a client frame, or a
+    /// request finished on another thread) would be lost. Re-registering the same waker
+    /// is one compare-and-swap.
     pub fn take_socket_ready(&self, cx: &Context<'_>) -> bool {
+        self.socket_waker.register(cx.waker());
         // A plain load first: on the delivery path the flag is down, and a swap would be a
         // locked read-modify-write on every wake-up.
-        if !self.socket_ready.load(Ordering::Acquire) || !self.socket_ready.swap(false, Ordering::AcqRel) {
-            return false;
-        }
-        self.socket_waker.register(cx.waker());
-        true
+        self.socket_ready.load(Ordering::Acquire) && self.socket_ready.swap(false, Ordering::AcqRel)
     }
 
     /// Registers the task behind `cx` for the next socket wake-up, whatever the flag (for
@@ -471,5 +476,28 @@ mod tests {
         // Closing wakes the task whichever way it waits.
         conn.close(CloseReason::Shutdown);
         assert!(woken() >= 3);
+    }
+
+    #[test]
+    fn a_wake_up_that_takes_a_fresh_registration_does_not_leave_the_task_deaf() {
+        let conn = Arc::new(handle(8, 1 << 20));
+        let task = Arc::new(Counter::default());
+        let waker = waker_ref(&task);
+        let cx = Context::from_waker(&waker);
+        let woken = || task.0.load(Ordering::SeqCst);
+        assert!(conn.take_socket_ready(&cx));
+
+        // A wake-up on another thread (e.g. a request finished by the outbox writer) is two
+        // steps; the task's poll lowers the flag and registers between them.
+        conn.socket_ready.store(true, Ordering::Release);
+        assert!(conn.take_socket_ready(&cx));
+        conn.socket_waker.wake();
+        assert_eq!(woken(), 1, "the wake-up took the fresh registration");
+
+        // Polled again for that wake-up, with the flag already down.
+        assert!(!conn.take_socket_ready(&cx));
+        // The next socket event must still reach the task.
+        conn.socket_waker().wake_by_ref();
+        assert_eq!(woken(), 2, "the task lost its socket waker");
     }
 }
