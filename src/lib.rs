@@ -19,6 +19,7 @@
 //! broker/        Broker trait (offsets, ordered hand-off to fan-out) + memory broker
 //! hub/           topic registry + fan-out, connection registry + admission, outbound queues
 //! sinks/         routed client messages: routes, sinks (sqs, http, redis_stream), retry, outbox
+//! listener/      accept loop, HTTP/1.1 until upgrade: handshake/idle timeouts, pending limits, file limit
 //! ws/            /ws: upgrade, per-connection reader/writer, protocol frames, close codes
 //! http_api/      /api/* backend API, /health, /ready, /metrics
 //! ```
@@ -34,6 +35,7 @@ pub mod config;
 pub mod domain;
 pub mod http_api;
 pub mod hub;
+pub mod listener;
 pub mod metrics;
 pub mod shutdown;
 pub mod sinks;

@@ -33,10 +33,40 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     ("signalbox_connection_duration_seconds", "histogram", "How long connections stayed open."),
     ("signalbox_errors_total", "counter", "Error frames and API errors sent, by code."),
     ("signalbox_connections_refused_total", "counter", "WebSocket upgrades refused, by reason."),
+    (
+        "signalbox_ws_protocol_errors_total",
+        "counter",
+        "Connections closed because the client broke the WebSocket protocol, by close code.",
+    ),
     ("signalbox_sink_retries_total", "counter", "Retried sink sends (inline and from the outbox), by sink."),
     ("signalbox_outbox_messages", "gauge", "Messages waiting in the on-disk outbox, by sink."),
     ("signalbox_sink_up", "gauge", "1 when the sink's last health check or send succeeded, by sink."),
+    (
+        "signalbox_http_pending_connections",
+        "gauge",
+        "Accepted TCP connections not (yet) upgraded to a WebSocket: handshakes and API keep-alive.",
+    ),
+    (
+        "signalbox_http_connections_shed_total",
+        "counter",
+        "Connections closed before upgrading, by reason (timeouts, pending limits, eviction).",
+    ),
+    ("signalbox_accept_errors_total", "counter", "Failed accept calls, by kind (file_limit, other)."),
 ];
+
+/// Why a connection was closed before it upgraded (the label values of
+/// `signalbox_http_connections_shed_total`): `handshake_timeout` its request line and headers
+/// were not in within `http.handshake_timeout`; `idle_timeout` a keep-alive connection sat
+/// idle for `http.idle_timeout`; `request_timeout` a request was not answered within
+/// `http.request_timeout`; `pending_limit_per_ip` refused at accept (429); `pending_limit`
+/// refused at accept, nothing to evict (503); `evicted` the oldest idle one, closed to make
+/// room for a new connection or a free descriptor.
+pub const SHED_REASONS: &[&str] =
+    &["handshake_timeout", "idle_timeout", "request_timeout", "pending_limit_per_ip", "pending_limit", "evicted"];
+
+/// Kinds of failed `accept` (the label values of `signalbox_accept_errors_total`):
+/// `file_limit` the process or system is out of file descriptors; `other` anything else.
+pub const ACCEPT_ERROR_KINDS: &[&str] = &["file_limit", "other"];
 
 /// Outcomes of `signalbox_sink_messages_total{sink,outcome}`:
 /// `delivered` the sink confirmed it; `queued` the outbox holds it (the client got
@@ -92,7 +122,12 @@ pub struct Handles {
     /// `signalbox_connection_duration_seconds`.
     pub connection_duration: Histogram,
     errors: Vec<(ErrorCode, Counter)>,
+    ws_protocol_errors: Vec<(u16, Counter)>,
     refused: Vec<(&'static str, Counter)>,
+    /// `signalbox_http_pending_connections`.
+    pub pending_connections: Gauge,
+    shed: Vec<(&'static str, Counter)>,
+    accept_errors: Vec<(&'static str, Counter)>,
 }
 
 impl Handles {
@@ -103,9 +138,37 @@ impl Handles {
         }
     }
 
+    /// Counts one connection closed before it upgraded; `reason` is one of [`SHED_REASONS`].
+    pub fn shed(&self, reason: &'static str) {
+        if let Some((_, c)) = self.shed.iter().find(|(k, _)| *k == reason) {
+            c.increment(1);
+        }
+    }
+
+    /// Counts one failed `accept`; `kind` is one of [`ACCEPT_ERROR_KINDS`].
+    pub fn accept_error(&self, kind: &'static str) {
+        if let Some((_, c)) = self.accept_errors.iter().find(|(k, _)| *k == kind) {
+            c.increment(1);
+        }
+    }
+
     /// Counts one refused upgrade; `reason` is one of the fixed reasons in [`REFUSAL_REASONS`].
     pub fn refused(&self, reason: &'static str) {
         if let Some((_, c)) = self.refused.iter().find(|(k, _)| *k == reason) {
+            c.increment(1);
+        }
+    }
+}
+
+/// Close codes of `signalbox_ws_protocol_errors_total{code}`: `1002` a framing rule broken
+/// (RFC 6455 §5), `1007` invalid UTF-8, `1009` a message over the hard size limit.
+pub const WS_PROTOCOL_CLOSE_CODES: &[(u16, &str)] = &[(1002, "1002"), (1007, "1007"), (1009, "1009")];
+
+impl Handles {
+    /// Counts one connection closed with `code` for a WebSocket protocol violation; `code`
+    /// is one of [`WS_PROTOCOL_CLOSE_CODES`].
+    pub fn ws_protocol_error(&self, code: u16) {
+        if let Some((_, c)) = self.ws_protocol_errors.iter().find(|(k, _)| *k == code) {
             c.increment(1);
         }
     }
@@ -137,11 +200,25 @@ impl Metrics {
                 .iter()
                 .map(|c| (*c, labelled("signalbox_errors_total", "code", c.as_str())))
                 .collect(),
+            ws_protocol_errors: WS_PROTOCOL_CLOSE_CODES
+                .iter()
+                .map(|(code, label)| (*code, labelled("signalbox_ws_protocol_errors_total", "code", label)))
+                .collect(),
             refused: REFUSAL_REASONS
                 .iter()
                 .map(|r| (*r, labelled("signalbox_connections_refused_total", "reason", r)))
                 .collect(),
+            pending_connections: recorder.register_gauge(&key("signalbox_http_pending_connections"), &meta),
+            shed: SHED_REASONS
+                .iter()
+                .map(|r| (*r, labelled("signalbox_http_connections_shed_total", "reason", r)))
+                .collect(),
+            accept_errors: ACCEPT_ERROR_KINDS
+                .iter()
+                .map(|k| (*k, labelled("signalbox_accept_errors_total", "kind", k)))
+                .collect(),
         };
+        handles.pending_connections.set(0.0);
         handles.connections.set(0.0);
         handles.subscriptions.set(0.0);
         Self { inner: Arc::new(handles), render: recorder.handle(), recorder: Arc::new(recorder) }

@@ -6,10 +6,8 @@ pub mod routing;
 pub use routing::check;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -92,17 +90,13 @@ impl Gateway {
             tokio::spawn(broker.run_sweeper(state.shutdown.clone()));
         }
         let stop_accepting = CancellationToken::new();
-        let app = crate::http_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        // Frames are already coalesced per socket by the writer; Nagle would only add delay.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        let router = crate::http_api::router(state.clone());
         // Ready before the first accept: the binary prints its "listening" line before
         // calling `serve`, and a client connecting right after it must not get a 503.
         state.mark_started();
         let server = {
-            let stop = stop_accepting.clone();
-            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await })
+            let (stop, limits, metrics) = (stop_accepting.clone(), state.config.http.clone(), state.metrics.clone());
+            tokio::spawn(crate::listener::serve(listener, router, limits, metrics, stop))
         };
         let upkeep = {
             let (metrics, stop) = (state.metrics.clone(), state.shutdown.clone());

@@ -76,6 +76,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Resource limits.
     pub limits: LimitsConfig,
+    /// The HTTP edge before a connection upgrades: timeouts and bounds (`[http]`).
+    pub http: HttpConfig,
     /// WebSocket heartbeat and close handshake.
     pub websocket: WebSocketConfig,
     /// Graceful shutdown.
@@ -104,6 +106,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             log: LogConfig::default(),
             limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
             websocket: WebSocketConfig::default(),
             shutdown: ShutdownConfig::default(),
             history: HistoryConfig::default(),
@@ -218,6 +221,44 @@ impl Default for LimitsConfig {
             send_queue_events: 1024,
             send_queue_bytes: 8 * 1024 * 1024,
             max_api_body_size: 1024 * 1024,
+        }
+    }
+}
+
+/// The HTTP edge: what a connection may hold before it upgrades to a WebSocket (or
+/// while it serves API requests), so idle and unfinished requests cannot exhaust the node.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The request line and headers must arrive within this time of the connection's
+    /// accept (or of the first byte of a later request on a keep-alive connection).
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this time.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A request must be read and answered within this time once its headers arrived.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Request line and headers together, in bytes; beyond it the answer is `431`.
+    pub max_header_bytes: usize,
+    /// Connections not upgraded to a WebSocket (handshakes, API keep-alive), in all.
+    /// When full, the oldest one with no request in progress is closed to make room.
+    pub max_pending_connections: usize,
+    /// Connections not upgraded to a WebSocket from one client IP; beyond it new ones
+    /// are answered `429` and closed.
+    pub max_pending_connections_per_ip: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_pending_connections: 4096,
+            max_pending_connections_per_ip: 1024,
         }
     }
 }

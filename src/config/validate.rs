@@ -57,6 +57,7 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::invalid("log.level (SIGNALBOX_LOG)", e.to_string()))?;
         self.validate_limits()?;
+        self.validate_http()?;
         self.validate_timing()?;
         if self.history.max_bytes < 1024 * 1024 {
             return Err(ConfigError::invalid("history.max_bytes", "must be at least 1048576 (1 MiB)"));
@@ -157,6 +158,32 @@ impl Config {
         at_least("max_api_body_size", l.max_api_body_size, 1024)?;
         if l.max_message_size > 16 * 1024 * 1024 {
             return Err(ConfigError::invalid("limits.max_message_size", "must be at most 16 MiB"));
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        for (name, value) in [
+            ("handshake_timeout", h.handshake_timeout),
+            ("idle_timeout", h.idle_timeout),
+            ("request_timeout", h.request_timeout),
+        ] {
+            if value < std::time::Duration::from_millis(10) {
+                return Err(ConfigError::invalid(format!("http.{name}"), "must be at least 10ms"));
+            }
+        }
+        if !(1024..=1024 * 1024).contains(&h.max_header_bytes) {
+            return Err(ConfigError::invalid(
+                "http.max_header_bytes",
+                format!("must be between 1024 and 1048576, got {}", h.max_header_bytes),
+            ));
+        }
+        if h.max_pending_connections == 0 || h.max_pending_connections_per_ip == 0 {
+            return Err(ConfigError::invalid(
+                "http.max_pending_connections / http.max_pending_connections_per_ip",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
