@@ -107,10 +107,13 @@ impl Clock {
         self.phase.store(Phase::Done as u8, Ordering::Release);
     }
 
-    /// Asks the connection's guard to close it; false if it is serving a request or done
-    /// (never evicted then).
-    pub fn evict(&self) -> bool {
-        if matches!(self.phase(), Phase::Busy | Phase::Done) || self.evicted.swap(true, Ordering::AcqRel) {
+    /// Asks the connection's guard to close it, if it has sat in its current phase since
+    /// before `cutoff`; false if it is serving a request, done, younger, or evicted already.
+    pub fn evict(&self, cutoff: Instant) -> bool {
+        if matches!(self.phase(), Phase::Busy | Phase::Done)
+            || self.since() > cutoff
+            || self.evicted.swap(true, Ordering::AcqRel)
+        {
             return false;
         }
         self.waker.wake();
@@ -191,13 +194,15 @@ mod tests {
         assert_eq!(clock.phase(), Phase::Head);
         clock.request_started();
         assert_eq!(clock.phase(), Phase::Busy);
-        assert!(!clock.evict(), "a connection serving a request is never evicted");
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(!clock.evict(later), "a connection serving a request is never evicted");
         clock.request_answered();
         assert_eq!(clock.phase(), Phase::Idle);
         clock.bytes_arrived();
         assert_eq!(clock.phase(), Phase::Head);
-        assert!(clock.evict());
-        assert!(!clock.evict(), "evicted once");
+        assert!(!clock.evict(Instant::now() - Duration::from_secs(1)), "too young to be evicted");
+        assert!(clock.evict(later));
+        assert!(!clock.evict(later), "evicted once");
         clock.finish();
         assert_eq!(clock.phase(), Phase::Done);
     }

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::time::{Duration, Instant};
 
 use super::clock::Clock;
 use crate::metrics::Metrics;
@@ -24,6 +25,11 @@ pub enum PendingRefusal {
     #[error("server is at its pending-connection limit")]
     Full,
 }
+
+/// A connection younger than this in its phase is never evicted: a real client's request
+/// head arrives within a round trip of its accept, while a slowloris's sockets grow old.
+/// Without it, a connection accepted a moment ago would be the first to go.
+pub const EVICTABLE_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct Book {
@@ -96,7 +102,8 @@ impl PendingConnections {
     }
 
     fn evict_oldest_in(book: &Book, metrics: &Metrics) -> bool {
-        let evicted = book.by_age.values().any(|clock| clock.evict());
+        let cutoff = Instant::now().checked_sub(EVICTABLE_AFTER);
+        let evicted = cutoff.is_some_and(|cutoff| book.by_age.values().any(|clock| clock.evict(cutoff)));
         if evicted {
             metrics.shed("evicted");
         }
@@ -135,13 +142,15 @@ mod tests {
         assert!(registry.admit(ip(1), Clock::new()).is_ok());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn full_evicts_the_oldest_idle_never_a_busy_one() {
         let registry = PendingConnections::new(2, 10, Metrics::new());
         let (busy, idle) = (Clock::new(), Clock::new());
         busy.request_started();
         let _busy = registry.admit(ip(1), busy.clone()).unwrap();
         let _idle = registry.admit(ip(1), idle.clone()).unwrap();
+        assert_eq!(registry.admit(ip(1), Clock::new()).err(), Some(PendingRefusal::Full), "none old enough yet");
+        tokio::time::advance(EVICTABLE_AFTER).await;
         let _new = registry.admit(ip(1), Clock::new()).unwrap();
         assert!(!busy.poll_evicted(&mut std::task::Context::from_waker(std::task::Waker::noop())));
         assert!(idle.poll_evicted(&mut std::task::Context::from_waker(std::task::Waker::noop())));
@@ -150,6 +159,7 @@ mod tests {
         let only = Clock::new();
         only.request_started();
         let _only = registry.admit(ip(1), only).unwrap();
+        tokio::time::advance(EVICTABLE_AFTER).await;
         assert_eq!(registry.admit(ip(1), Clock::new()).err(), Some(PendingRefusal::Full));
     }
 }
