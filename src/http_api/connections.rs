@@ -1,8 +1,7 @@
 //! `GET /api/connections`, `POST /api/connections/{id}/send`, `DELETE /api/connections/{id}`.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -10,6 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
+use super::error::{ApiJson, ApiPath, ApiQuery};
 use crate::domain::{ConnectionId, Event, Topic};
 use crate::hub::CloseReason;
 use crate::state::AppState;
@@ -22,7 +22,7 @@ pub struct ListQuery {
 }
 
 /// Lists open connections, optionally of one user and/or holding one topic.
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
     let topic = match &q.topic {
         Some(t) => Some(Topic::parse(t).map_err(|e| ApiError::Validation(format!("invalid topic: {e}")))?),
         None => None,
@@ -49,10 +49,9 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
 /// Sends one event frame to one connection.
 pub async fn send(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
     let event = body.get("event").cloned().ok_or_else(|| ApiError::Validation("missing field `event`".into()))?;
     let event = Event::from_value(event).map_err(|e| ApiError::Validation(e.to_string()))?;
     let conn = state
@@ -67,7 +66,7 @@ pub async fn send(
 }
 
 /// Closes one connection (close code 1000).
-pub async fn close(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn close(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     let conn = state
         .hub
         .connections

@@ -31,7 +31,9 @@ pub fn router(state: AppState) -> Router {
         .route("/connections", get(connections::list))
         .route("/connections/{id}/send", post(connections::send))
         .route("/connections/{id}", axum::routing::delete(connections::close))
-        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
+        // After the routes: it applies to the routes added so far.
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::no_such_route)
         .layer(middleware::from_fn_with_state(state.clone(), require_api_key))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(DefaultBodyLimit::max(state.config.limits.max_api_body_size));
@@ -40,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        // `nest` serves `/api` and `/api/…` but not `/api/` itself; that path gets the API's
+        // own answers too (key check, then its JSON 404).
+        .route_service("/api/", api.clone().with_state(state.clone()))
         .nest("/api", api)
         .with_state(state)
 }

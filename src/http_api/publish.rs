@@ -3,10 +3,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use serde_json::{Map, Value, json};
 
 use super::ApiError;
+use super::error::ApiJson;
 use crate::domain::{Event, Topic};
 use crate::state::AppState;
 
@@ -75,11 +75,7 @@ fn results_first(body: &Value) -> Option<Map<String, Value>> {
 }
 
 /// Publishes one event to one topic (`topic`) or several (`topics`).
-pub async fn publish(
-    State(state): State<AppState>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
+pub async fn publish(State(state): State<AppState>, ApiJson(body): ApiJson<Value>) -> Result<Json<Value>, ApiError> {
     let body = body.as_object().ok_or_else(|| ApiError::Validation("body must be a JSON object".into()))?;
     let (topics, single) = topics_from(body)?;
     let retain = retain_from(body)?;
@@ -88,11 +84,7 @@ pub async fn publish(
 }
 
 /// Publishes one event to `global`.
-pub async fn broadcast(
-    State(state): State<AppState>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Json(body) = body?;
+pub async fn broadcast(State(state): State<AppState>, ApiJson(body): ApiJson<Value>) -> Result<Json<Value>, ApiError> {
     let body = body.as_object().ok_or_else(|| ApiError::Validation("body must be a JSON object".into()))?;
     let retain = retain_from(body)?;
     let event = event_from(body)?;

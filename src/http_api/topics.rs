@@ -2,12 +2,13 @@
 //! `GET /api/topics/{topic}/history` (stored events after an offset).
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::ApiError;
+use super::error::ApiPath;
 use crate::broker::{ReadFrom, ReadRequest};
 use crate::domain::{Epoch, Topic};
 use crate::state::AppState;
@@ -23,7 +24,11 @@ fn parse_topic(raw: &str) -> Result<Topic, ApiError> {
 
 /// `GET /api/topics/{topic}` or, for a path ending in `/history`, that topic's history.
 /// Topics may contain `/`, so one wildcard route serves both.
-pub async fn get(state: State<AppState>, Path(path): Path<String>, query: RawQuery) -> Result<Response, ApiError> {
+pub async fn get(
+    state: State<AppState>,
+    ApiPath(path): ApiPath<String>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
     match path.strip_suffix("/history") {
         Some(topic) => history(state, topic, query).await,
         None => Ok(info(state, &path).await?.into_response()),

@@ -110,7 +110,7 @@ pub const BUILT_IN_ACTIONS: &[&str] =
 pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
     let fail =
         |request_id: Option<String>, message: String| FrameError { request_id, code: ErrorCode::Validation, message };
-    let value: Value = serde_json::from_str(text).map_err(|e| fail(None, format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| fail(None, describe_json_error(&e)))?;
     let Value::Object(message) = value else {
         return Err(fail(None, "a message must be a JSON object".into()));
     };
@@ -143,9 +143,33 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
     Ok(ClientRequest { request_id, action })
 }
 
+/// How deep arrays and objects may nest in any JSON the gateway parses: client frames and
+/// `/api` request bodies alike. It is serde_json's recursion limit (128), which refuses the
+/// 128th level: 127 levels parse, 128 do not.
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// The message for JSON that did not parse, the same for client frames and API bodies:
+/// nesting past [`MAX_JSON_DEPTH`] is named as such (serde_json calls it a syntax error at
+/// some column), anything else is `malformed JSON: ` and serde_json's description.
+pub fn describe_json_error(error: &serde_json::Error) -> String {
+    // serde_json has no public kind for this error; its text is the only way to tell it
+    // apart (a unit test pins it, so a serde_json that words it differently fails it).
+    if error.is_syntax() && error.to_string().starts_with("recursion limit exceeded") {
+        format!(
+            "JSON nesting is deeper than {MAX_JSON_DEPTH} levels (at line {}, column {})",
+            error.line(),
+            error.column()
+        )
+    } else {
+        format!("malformed JSON: {error}")
+    }
+}
+
 /// Reads only the `requestId` of a message that will not be acted on (rate-limited or
-/// over the size limit), so the error reply still echoes it. Skips everything else
-/// without building values.
+/// over the size limit), so the error reply still echoes it: a top-level string
+/// `requestId` of a message that is a JSON object. Skips everything else without
+/// building values, so its cost is one scan of a message the server has already read
+/// (at most twice `limits.max_message_size`).
 pub fn peek_request_id(text: &str) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct OnlyRequestId {
@@ -153,6 +177,28 @@ pub fn peek_request_id(text: &str) -> Option<String> {
         request_id: Option<String>,
     }
     serde_json::from_str::<OnlyRequestId>(text).ok()?.request_id
+}
+
+/// Longest client-supplied id (`sub`, `requestId`) written whole into a log line, in bytes.
+pub const LOG_ID_MAX_BYTES: usize = 64;
+
+/// A client-supplied id as written into log lines: at most [`LOG_ID_MAX_BYTES`] bytes, cut
+/// on a character boundary and followed by `…` when longer, so a client cannot make the
+/// server's log lines arbitrarily long (a token's `sub` has no length limit).
+#[derive(Debug, Clone, Copy)]
+pub struct LogId<'a>(pub &'a str);
+
+impl std::fmt::Display for LogId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.len() <= LOG_ID_MAX_BYTES {
+            return f.write_str(self.0);
+        }
+        let mut end = LOG_ID_MAX_BYTES;
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{}…", &self.0[..end])
+    }
 }
 
 /// Parameters looked up at the top level first, then inside `data`.
@@ -407,6 +453,34 @@ mod tests {
         };
         assert_eq!(action, "forward");
         assert_eq!(message["x"], 1);
+    }
+
+    fn nested(depth: usize) -> String {
+        let inner = format!("{}{}", "[".repeat(depth - 1), "]".repeat(depth - 1));
+        format!(r#"{{"action":"x","requestId":"r","data":{}}}"#, if depth == 1 { "1".into() } else { inner })
+    }
+
+    #[test]
+    fn json_nesting_limit_is_127_levels_with_a_clear_message() {
+        // The object is level 1 and `data`'s arrays the levels below it.
+        assert!(parse_client_frame(&nested(MAX_JSON_DEPTH)).is_ok());
+        for depth in [MAX_JSON_DEPTH + 1, MAX_JSON_DEPTH + 2, 10_000] {
+            let e = err(&nested(depth));
+            assert_eq!(e.code, ErrorCode::Validation);
+            assert!(e.message.starts_with("JSON nesting is deeper than 127 levels"), "{depth}: {}", e.message);
+        }
+        assert!(err("{").message.starts_with("malformed JSON: "), "other syntax errors keep their text");
+    }
+
+    #[test]
+    fn log_ids_are_cut_at_64_bytes_on_a_char_boundary() {
+        assert_eq!(LogId("u1").to_string(), "u1");
+        let exact = "a".repeat(64);
+        assert_eq!(LogId(&exact).to_string(), exact);
+        assert_eq!(LogId(&"b".repeat(10_000)).to_string(), format!("{}…", "b".repeat(64)));
+        // 63 ASCII bytes then a 2-byte character across the 64-byte mark.
+        let split = format!("{}é{}", "c".repeat(63), "d".repeat(100));
+        assert_eq!(LogId(&split).to_string(), format!("{}…", "c".repeat(63)));
     }
 
     #[test]
