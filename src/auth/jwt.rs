@@ -6,7 +6,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::{AuthError, Authenticator, Identity};
+use super::{AuthError, Authenticator, Identity, MAX_EXPIRY_UNIX_S};
 use crate::config::AuthConfig;
 use crate::domain::{TopicPattern, UserId};
 
@@ -117,6 +117,10 @@ impl Authenticator for JwtAuthenticator {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("`sub` must not be empty".into()));
         }
+        // `is_nan` too, though JSON cannot write one.
+        if claims.exp.is_nan() || claims.exp > MAX_EXPIRY_UNIX_S as f64 {
+            return Err(AuthError::Invalid("`exp` is after 9999-12-31T23:59:59Z".into()));
+        }
         Ok(Identity {
             user: UserId::new(&claims.sub),
             admin: claims.role.as_deref() == Some("admin"),
@@ -187,6 +191,19 @@ mod tests {
         )
         .unwrap();
         assert!(a.authenticate(&other).is_err());
+    }
+
+    #[test]
+    fn exp_up_to_the_end_of_year_9999_is_accepted_and_later_refused() {
+        let a = auth();
+        let id = a.authenticate(&sign(json!({"sub": "u", "exp": MAX_EXPIRY_UNIX_S}))).unwrap();
+        assert_eq!(id.expires_at, Some(MAX_EXPIRY_UNIX_S));
+        for exp in [json!(MAX_EXPIRY_UNIX_S + 1), json!(253_402_300_800_u64 * 1000)] {
+            let e = a.authenticate(&sign(json!({"sub": "u", "exp": exp}))).unwrap_err();
+            assert!(matches!(&e, AuthError::Invalid(m) if m.contains("9999")), "{exp}: {e:?}");
+        }
+        // Beyond u64, jsonwebtoken itself cannot read the claim.
+        assert!(a.authenticate(&sign(json!({"sub": "u", "exp": 1e300}))).is_err());
     }
 
     #[test]

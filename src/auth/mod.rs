@@ -14,6 +14,11 @@ pub use jwt::{JwtAuthenticator, JwtKeyError};
 
 use crate::domain::{TopicPattern, UserId};
 
+/// The latest `exp` a token may carry: 9999-12-31T23:59:59Z, the last second RFC 3339 (four
+/// digit years) can write, so the `expiresAt` of a `refreshed` reply is always valid.
+/// Tokens expiring later are refused as invalid.
+pub const MAX_EXPIRY_UNIX_S: u64 = 253_402_300_799;
+
 /// A verified client identity.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -23,7 +28,8 @@ pub struct Identity {
     pub admin: bool,
     /// The token's `topics` claim.
     pub topics: Vec<TopicPattern>,
-    /// `exp` as unix seconds; `None` only for dev-mode anonymous connections.
+    /// `exp` as unix seconds, at most [`MAX_EXPIRY_UNIX_S`]; `None` only for dev-mode
+    /// anonymous connections.
     pub expires_at: Option<u64>,
 }
 

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::protocol::{
-    ClientAction, ClientRequest, Since, SubscriptionFilter, frames, parse_client_frame, peek_request_id,
+    ClientAction, ClientRequest, LogId, Since, SubscriptionFilter, frames, parse_client_frame, peek_request_id,
 };
 use crate::auth::{AuthError, Identity};
 use crate::broker::ReadRequest;
@@ -50,23 +50,22 @@ impl Session {
         if let Err(e) = &user_topic {
             // A `sub` such as `auth0|abc` has characters topics cannot hold (SPEC §1), so this
             // user has no `user:` topic; say so instead of failing the connection.
-            tracing::warn!(connectionId = %self.conn.id, userId = %self.identity.user, error = %e, "no user:<sub> topic for this user id");
+            tracing::warn!(connectionId = %self.conn.id, userId = %LogId(self.identity.user.as_str()), error = %e, "no user:<sub> topic for this user id");
         }
         for topic in [user_topic.ok(), Topic::parse("global").ok()].into_iter().flatten() {
             if let Err(e) = self.state.hub.subscribe(&self.conn, &topic, SubscribeOptions::default(), None).await {
-                tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, topic = %topic, error = %e, "automatic subscription failed");
+                tracing::warn!(connectionId = %self.conn.id, userId = %LogId(self.conn.user.as_str()), topic = %topic, error = %e, "automatic subscription failed");
             }
         }
     }
 
-    /// Subscribes to topics named in the upgrade's query string, exactly as `subscribe`
-    /// messages would (replies and errors included).
-    pub async fn subscribe_requested(&mut self, requested: Vec<Result<Topic, String>>) {
-        for topic in requested {
-            match topic {
-                Ok(topic) => self.subscribe(topic, None, None, None).await,
-                Err(message) => self.error(ErrorCode::Validation, &message, None),
-            }
+    /// Subscribes to one topic named in the upgrade's query string, exactly as a
+    /// `subscribe` message without `requestId` would (reply or error frame included);
+    /// `Err` holds why the parameter names no valid topic.
+    pub async fn subscribe_at_connect(&mut self, requested: Result<Topic, String>) {
+        match requested {
+            Ok(topic) => self.subscribe(topic, None, None, None).await,
+            Err(message) => self.error(ErrorCode::Validation, &message, None),
         }
     }
 
@@ -105,7 +104,7 @@ impl Session {
         }
         self.rejected_in_a_row += 1;
         if self.rejected_in_a_row >= self.abuse_threshold {
-            tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, "closing with 1008: sustained rate-limit abuse");
+            tracing::warn!(connectionId = %self.conn.id, userId = %LogId(self.conn.user.as_str()), "closing with 1008: sustained rate-limit abuse");
             self.conn.close(CloseReason::PolicyViolation);
         } else {
             self.error(ErrorCode::RateLimitExceeded, "too many messages; slow down", request_id().as_deref());
@@ -202,7 +201,7 @@ impl Session {
             body: text.to_owned(),
         };
         if let Err(e) = dispatcher.submit(routed).await {
-            tracing::warn!(connectionId = %self.conn.id, userId = %self.conn.user, requestId = rid, error = %e, "routed message not accepted");
+            tracing::warn!(connectionId = %self.conn.id, userId = %LogId(self.conn.user.as_str()), requestId = rid.map(|r| tracing::field::display(LogId(r))), error = %e, "routed message not accepted");
             self.error(ErrorCode::SinkUnavailable, &e.to_string(), rid);
         }
     }
@@ -214,13 +213,14 @@ impl Session {
             Err(AuthError::Expired) => return self.error(ErrorCode::Authentication, "the new token is expired", rid),
             Err(e) => return self.error(ErrorCode::Authentication, &e.to_string(), rid),
         };
-        let expires_at = refreshed.expires_at.unwrap_or_default();
+        // Authenticators refuse an `exp` past the year 9999 (RFC 3339 has four-digit years),
+        // so this always formats; if one did not, the old token stays rather than the
+        // client being told an empty or made-up expiry.
+        let Some(expires_at) = refreshed.expires_at.and_then(rfc3339_from_unix) else {
+            return self.error(ErrorCode::Authentication, "the new token's `exp` is not a valid time", rid);
+        };
         self.identity = refreshed;
         self.conn.set_expiry(self.identity.expires_at);
-        let expires_at = OffsetDateTime::from_unix_timestamp(i64::try_from(expires_at).unwrap_or(i64::MAX))
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_default();
         self.reply(frames::refreshed(&expires_at, rid));
     }
 
@@ -230,7 +230,26 @@ impl Session {
 
     fn error(&self, code: ErrorCode, message: &str, rid: Option<&str>) {
         self.state.metrics.error(code);
-        tracing::debug!(connectionId = %self.conn.id, userId = %self.conn.user, requestId = rid, code = code.as_str(), message, "client error");
+        tracing::debug!(connectionId = %self.conn.id, userId = %LogId(self.conn.user.as_str()), requestId = rid.map(|r| tracing::field::display(LogId(r))), code = code.as_str(), message, "client error");
         self.reply(frames::error(code, message, rid));
+    }
+}
+
+/// `unix_seconds` as RFC 3339 UTC (`2024-11-22T00:02:34Z`); `None` outside years 0–9999.
+fn rfc3339_from_unix(unix_seconds: u64) -> Option<String> {
+    let at = OffsetDateTime::from_unix_timestamp(i64::try_from(unix_seconds).ok()?).ok()?;
+    at.format(&Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_formats_up_to_the_end_of_year_9999() {
+        assert_eq!(rfc3339_from_unix(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(rfc3339_from_unix(253_402_300_799).as_deref(), Some("9999-12-31T23:59:59Z"));
+        assert_eq!(rfc3339_from_unix(253_402_300_800), None, "year 10000");
+        assert_eq!(rfc3339_from_unix(u64::MAX), None);
     }
 }

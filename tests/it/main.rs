@@ -8,6 +8,7 @@ mod auth;
 mod bench;
 mod binary;
 mod delivery;
+mod edge_api;
 mod history;
 mod limits;
 mod measure;
