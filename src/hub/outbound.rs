@@ -41,6 +41,12 @@ pub enum CloseReason {
     PolicyViolation,
     /// A frame beyond the hard size limit (1009).
     MessageTooBig,
+    /// The client broke the WebSocket framing rules (RFC 6455 §5): an unmasked frame,
+    /// reserved bits or opcodes, a bad control or continuation frame, a malformed close
+    /// frame (1002).
+    ProtocolError,
+    /// A text message or close reason that is not valid UTF-8 (1007).
+    InvalidPayload,
     /// The token expired and was not refreshed (4001).
     TokenExpired,
     /// The outbound queue overflowed (4008).

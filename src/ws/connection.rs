@@ -12,7 +12,9 @@
 //! hands them to tungstenite and flushes once. The socket's read side is polled only
 //! when the socket itself woke the task (the handle's socket flag), never on a delivery.
 //! On close it sends what was already queued, then the close frame, and waits (bounded
-//! by `close_timeout`) for the client's close reply. Heartbeat pings and token expiry are
+//! by `close_timeout`) for the client's close reply; when no reply can be read any more (a
+//! protocol violation ended the read side, see `ws::close`), it shuts its write side and
+//! discards input until the client closes, so the close frame is not lost to a reset. Heartbeat pings and token expiry are
 //! driven by the liveness sweep (`ws::liveness`), so a connection carries no timers. It
 //! must never hold the handle's lock across a socket call, and never block the task.
 
@@ -28,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error, Message, Utf8Bytes};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::close::close_code;
+use super::close::{close_code, is_protocol_violation, peer_close_reason, read_error_reason};
 use super::session::Session;
 use super::socket::{Socket, Written};
 use crate::hub::{Admission, CloseReason, ConnectionHandle, SharedFrame};
@@ -187,6 +189,11 @@ impl Connection {
         let reason = conn.close_reason();
         match close_code(reason) {
             Some((code, text)) => {
+                if is_protocol_violation(reason) {
+                    // Counted before the frame goes out, so the count is there by the time
+                    // the client sees the close.
+                    inner.state.metrics.ws_protocol_error(code);
+                }
                 let frame = CloseFrame { code: code.into(), reason: Utf8Bytes::from_static(text) };
                 let mut handshake = CloseHandshake::Writing { frame: Some(frame), took_rest: false };
                 let done = timeout(close_timeout, poll_fn(|cx| inner.poll_close_handshake(&conn, cx, &mut handshake)));
@@ -262,21 +269,23 @@ impl Open {
                     }
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-                Ok(Message::Close(_)) | Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
+                Ok(Message::Close(frame)) => {
+                    // A forbidden close code is a protocol error; tungstenite has already
+                    // queued the 1002 reply, which the closing stage flushes.
+                    self.read_done = true;
+                    conn.close(peer_close_reason(frame.as_ref()));
+                }
+                Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
                     self.read_done = true;
                     conn.close(CloseReason::ClientGone);
                 }
                 Err(e) => {
-                    // Like tokio-tungstenite, read nothing after an error: after a frame
-                    // over the limit, tungstenite's reader is mid-frame.
+                    // Like tokio-tungstenite, read nothing after an error: tungstenite's
+                    // reader may be mid-frame. Its writer is still usable (a read error
+                    // leaves it open), so the closing stage sends 1002, 1007 or 1009.
                     self.read_done = true;
-                    let reason = if matches!(e, Error::Capacity(_)) {
-                        CloseReason::MessageTooBig
-                    } else {
-                        CloseReason::ClientGone
-                    };
                     tracing::debug!(connectionId = %conn.id, error = %e, "read failed");
-                    conn.close(reason);
+                    conn.close(read_error_reason(&e));
                 }
             }
         }
@@ -341,6 +350,14 @@ impl Open {
         loop {
             match handshake {
                 CloseHandshake::Writing { frame, took_rest } => {
+                    if !self.socket.can_write() {
+                        // The client's close frame was read (tungstenite answered it):
+                        // no data frame may follow; only the reply is left to flush.
+                        self.batch.clear();
+                        self.fed = 0;
+                        self.writing = false;
+                        *took_rest = true;
+                    }
                     if self.writing {
                         if ready!(self.poll_write_batch(&mut socket_cx)).is_err() {
                             return Poll::Ready(());
@@ -364,11 +381,31 @@ impl Open {
                 }
                 CloseHandshake::AwaitingReply => {
                     if self.read_done {
-                        return Poll::Ready(());
+                        // No frame can be read any more (the client's close came, or a
+                        // read failed): end cleanly instead.
+                        *handshake = CloseHandshake::Lingering { shut: false, discarded: 0 };
+                        continue;
                     }
                     match ready!(self.socket.poll_read(&mut socket_cx)) {
                         Ok(Message::Close(_)) | Err(_) => return Poll::Ready(()),
                         Ok(_) => {}
+                    }
+                }
+                CloseHandshake::Lingering { shut, discarded } => {
+                    if !*shut {
+                        if ready!(self.socket.poll_shutdown(&mut socket_cx)).is_err() {
+                            return Poll::Ready(());
+                        }
+                        *shut = true;
+                    }
+                    match ready!(self.socket.poll_discard(&mut socket_cx)) {
+                        0 => return Poll::Ready(()),
+                        n => {
+                            *discarded += n;
+                            if *discarded > LINGER_DISCARD_LIMIT {
+                                return Poll::Ready(());
+                            }
+                        }
                     }
                 }
             }
@@ -382,7 +419,15 @@ enum CloseHandshake {
     Writing { frame: Option<CloseFrame>, took_rest: bool },
     /// The close frame is out; waiting for the client's.
     AwaitingReply,
+    /// The close frame is out and the read side is over: the write side is shut (FIN),
+    /// and what the client still sends is discarded until it closes too, so the socket
+    /// is not dropped with unread data (which would send RST; see `Socket::poll_discard`).
+    Lingering { shut: bool, discarded: usize },
 }
+
+/// Bytes discarded while lingering before the socket is dropped anyway: a client that
+/// keeps sending after the close is not waiting for it (`close_timeout` bounds the time).
+const LINGER_DISCARD_LIMIT: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

@@ -113,4 +113,32 @@ impl Socket {
             other => other,
         }
     }
+
+    /// Whether data frames may still be written: not once a close frame was sent or
+    /// received (tungstenite refuses them then).
+    pub fn can_write(&self) -> bool {
+        self.protocol.can_write()
+    }
+
+    /// Shuts the write side of the TCP connection (sends FIN), after the close frame.
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    /// Reads raw bytes past tungstenite and throws them away, for when its frame reader
+    /// cannot be trusted any more (after a read error). Ready with the bytes discarded by
+    /// this call, `0` at the end of the stream or on an error.
+    ///
+    /// Why read at all: closing a socket whose receive buffer still holds data makes the
+    /// kernel send RST instead of FIN, and a RST can make the client lose the close frame
+    /// that was just sent (RFC 6455 §7.1.1 asks the server to close cleanly).
+    pub fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<usize> {
+        let mut scratch = [0u8; 1024];
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(buf.filled().len()),
+            Poll::Ready(Err(_)) => Poll::Ready(0),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
