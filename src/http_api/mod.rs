@@ -15,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 pub use error::ApiError;
 
@@ -38,7 +38,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(DefaultBodyLimit::max(state.config.limits.max_api_body_size));
     Router::new()
-        .route("/ws", get(crate::ws::ws_handler))
+        // Every method reaches the handshake checks, so a wrong one gets their JSON 405.
+        .route("/ws", any(crate::ws::ws_handler))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -221,11 +221,8 @@ async fn another_method_gets_405_allowing_get() {
     assert!(response.headers["allow"].split(',').any(|m| m.trim() == "GET"), "{:?}", response.headers);
 }
 
-/// The handshake's own 405 (`UpgradeRejection::MethodNotGet`) is only reached once `/ws`
-/// is routed for every method (`any(ws_handler)` in `http_api::router`); routed with
-/// `get`, axum's method router answers first, with an empty body.
+/// `/ws` is routed for every method, so the handshake's own 405 answers, in JSON.
 #[tokio::test]
-#[ignore = "needs /ws routed with any() in http_api::router"]
 async fn another_method_gets_405_json() {
     let gw = TestGateway::spawn().await;
     let mut headers = upgrade_headers(&gw);

@@ -9,6 +9,7 @@ mod bench;
 mod binary;
 mod delivery;
 mod edge_api;
+mod edge_http;
 mod handshake;
 mod history;
 mod limits;
