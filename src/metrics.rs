@@ -175,7 +175,8 @@ impl Handles {
 }
 
 /// Reasons an upgrade is refused (the label values of `signalbox_connections_refused_total`).
-pub const REFUSAL_REASONS: &[&str] = &["unauthenticated", "origin", "capacity", "per_ip", "draining", "too_many_topics"];
+pub const REFUSAL_REASONS: &[&str] =
+    &["unauthenticated", "origin", "capacity", "per_ip", "draining", "too_many_topics"];
 
 impl Metrics {
     /// Creates a fresh registry with every metric registered at zero.

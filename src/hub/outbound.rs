@@ -25,7 +25,7 @@ use futures_util::task::{ArcWake, AtomicWaker, WakerRef, waker_ref};
 use parking_lot::Mutex;
 
 use super::FrameText;
-use crate::domain::{ConnectionId, Topic, UserId};
+use crate::domain::{ConnectionId, LogId, Topic, UserId};
 use crate::metrics::Metrics;
 
 /// A writer's batch keeps its storage between batches up to this many frames; beyond it
@@ -260,7 +260,7 @@ impl ConnectionHandle {
         if self.close_reason.set(reason).is_ok() {
             if reason == CloseReason::SlowConsumer {
                 self.metrics.slow_consumer_disconnects.increment(1);
-                tracing::warn!(connectionId = %self.id, userId = %self.user, "slow consumer: send queue overflowed, closing with 4008");
+                tracing::warn!(connectionId = %self.id, userId = %LogId(self.user.as_str()), "slow consumer: send queue overflowed, closing with 4008");
             }
             self.queue_waker.wake();
             self.socket_waker.wake();
@@ -296,7 +296,7 @@ impl ConnectionHandle {
         }
         let expires = self.expires_at_unix_s.load(Ordering::Relaxed);
         if expires != 0 && now_unix_s >= expires {
-            tracing::info!(connectionId = %self.id, userId = %self.user, "token expired; closing with 4001");
+            tracing::info!(connectionId = %self.id, userId = %LogId(self.user.as_str()), "token expired; closing with 4001");
             self.close(CloseReason::TokenExpired);
             return;
         }
@@ -305,7 +305,7 @@ impl ConnectionHandle {
         if heard < last_ping {
             // A ping is outstanding.
             if now_ms.saturating_sub(last_ping) >= pong_timeout_ms {
-                tracing::info!(connectionId = %self.id, userId = %self.user, "no pong within the timeout; dropping the connection");
+                tracing::info!(connectionId = %self.id, userId = %LogId(self.user.as_str()), "no pong within the timeout; dropping the connection");
                 self.close(CloseReason::HeartbeatTimeout);
             }
             return;

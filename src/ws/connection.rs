@@ -33,6 +33,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::close::{close_code, is_protocol_violation, peer_close_reason, read_error_reason};
 use super::session::Session;
 use super::socket::{Socket, Written};
+use crate::domain::LogId;
 use crate::hub::{Admission, CloseReason, ConnectionHandle, SharedFrame};
 use crate::state::AppState;
 
@@ -224,7 +225,7 @@ impl Connection {
         state.metrics.connections.decrement(1.0);
         let lived = conn.connected_at.elapsed().unwrap_or_default();
         state.metrics.connection_duration.record(lived.as_secs_f64());
-        tracing::info!(connectionId = %conn.id, userId = %conn.user, reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
+        tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
         // Last: the admission slot, then the token shutdown waits for.
         let Companion { session, admission, tracked } = *companion;
         drop(session);

@@ -13,11 +13,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::protocol::{
-    ClientAction, ClientRequest, LogId, Since, SubscriptionFilter, frames, parse_client_frame, peek_request_id,
+    ClientAction, ClientRequest, Since, SubscriptionFilter, frames, parse_client_frame, peek_request_id,
 };
 use crate::auth::{AuthError, Identity};
 use crate::broker::ReadRequest;
-use crate::domain::{Epoch, ErrorCode, Event, Topic, unix_millis};
+use crate::domain::{Epoch, ErrorCode, Event, LogId, Topic, unix_millis};
 use crate::hub::{CloseReason, ConnectionHandle, SubscribeError, SubscribeOptions};
 use crate::sinks::{MessageId, RoutedMessage};
 use crate::state::AppState;

@@ -22,11 +22,11 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::connection::{Companion, Connection, ConnectionTask};
 use super::handshake::UpgradeRequest;
-use super::protocol::{LogId, frames, resolve_topic};
+use super::protocol::{frames, resolve_topic};
 use super::session::Session;
 use super::socket::{Socket, Written};
 use crate::auth::{AuthError, Identity};
-use crate::domain::{ConnectionId, ErrorCode, Topic};
+use crate::domain::{ConnectionId, ErrorCode, LogId, Topic};
 use crate::hub::{AdmissionError, CloseReason, ConnectionHandle, QueueLimits, SharedFrame};
 use crate::metrics::Metrics;
 use crate::state::AppState;
