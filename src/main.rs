@@ -11,6 +11,12 @@ use signalbox::{DEFAULT_CONFIG_TOML, Gateway, telemetry};
 
 const CONFIG_ERROR: u8 = 2;
 
+/// jemalloc with background purging: memory freed after a burst (such as many large
+/// partial messages) goes back to the OS within seconds; glibc's malloc kept it for the
+/// life of the process (docs/benchmarks.md, "Memory after abuse").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
