@@ -195,8 +195,18 @@ async fn a_full_pending_table_evicts_the_oldest_idle_connection_for_a_new_one() 
     assert_eq!(shed(&gateway, "evicted"), 1.0);
 }
 
+/// A child process killed when the test ends, also when it panics.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The real binary, with its open-file limit lowered to `nofile` for this child only.
-fn spawn_with_file_limit(nofile: u32) -> (std::process::Child, String) {
+fn spawn_with_file_limit(nofile: u32) -> (KillOnDrop, String) {
     let binary = env!("CARGO_BIN_EXE_signalbox");
     let mut child = Command::new("sh")
         .arg("-c")
@@ -208,6 +218,7 @@ fn spawn_with_file_limit(nofile: u32) -> (std::process::Child, String) {
         .spawn()
         .expect("sh to start the gateway");
     let stdout = child.stdout.take().unwrap();
+    let child = KillOnDrop(child);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
     let addr = line.trim().strip_prefix("signalbox listening on ").unwrap_or_else(|| panic!("{line}")).to_owned();
@@ -223,7 +234,7 @@ async fn get(addr: &str, path: &str) -> String {
 
 #[tokio::test]
 async fn at_the_file_limit_health_answers_and_the_node_recovers() {
-    let (mut child, addr) = spawn_with_file_limit(64);
+    let (_child, addr) = spawn_with_file_limit(64);
     // Upgraded WebSockets until the server cannot accept more.
     let mut sockets = Vec::new();
     let mut refused = false;
@@ -270,13 +281,11 @@ async fn at_the_file_limit_health_answers_and_the_node_recovers() {
     }
     let mut again = again.expect("a new WebSocket once descriptors were free");
     assert_eq!(again.request(json!({"action": "ping"})).await["type"], "pong");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
 async fn a_slowloris_at_the_file_limit_loses_its_oldest_sockets_to_health_checks() {
-    let (mut child, addr) = spawn_with_file_limit(64);
+    let (_child, addr) = spawn_with_file_limit(64);
     let mut attackers = Vec::new();
     for _ in 0..150 {
         attackers.push(TcpStream::connect(&addr).await.unwrap());
@@ -290,6 +299,4 @@ async fn a_slowloris_at_the_file_limit_loses_its_oldest_sockets_to_health_checks
         .expect("a WebSocket client gets in during the attack")
         .unwrap();
     assert_eq!(client.request(json!({"action": "ping"})).await["type"], "pong");
-    let _ = child.kill();
-    let _ = child.wait();
 }
