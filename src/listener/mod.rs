@@ -30,6 +30,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -136,16 +137,13 @@ impl Edge {
                 // A slowloris holding descriptors loses its oldest idle one; a monitor
                 // gets the reserved descriptor for one request to the ops routes.
                 self.pending.evict_oldest();
-                if spare.release() {
-                    let accepted = tokio::select! {
-                        biased;
-                        () = self.stop.cancelled() => return,
-                        accepted = listener.accept() => accepted,
-                    };
-                    if let Ok((stream, remote)) = accepted {
-                        self.priority_in_flight.store(true, Ordering::Release);
-                        self.start(stream, remote, Lane::Priority);
-                    }
+                // Only a connection already waiting gets the priority lane: if none is,
+                // the descriptor goes back into reserve at the top of the loop.
+                if spare.release()
+                    && let Some(Ok((stream, remote))) = listener.accept().now_or_never()
+                {
+                    self.priority_in_flight.store(true, Ordering::Release);
+                    self.start(stream, remote, Lane::Priority);
                 }
             }
             tokio::select! {
