@@ -44,11 +44,10 @@ use futures_util::FutureExt;
 use serde_json::json;
 use signalbox::Config;
 use signalbox::broker::{Broker, Delivery, Fanout, HistoryLimits, MemoryBroker};
-use signalbox::domain::{
-    ConnectionId, Epoch, Event, Filter, StreamPosition, Topic, TopicPattern, UserId, encode_delivery,
-};
+use signalbox::codec::{FrameText, encode_delivery};
+use signalbox::domain::{ConnectionId, Epoch, Event, Filter, StreamPosition, Topic, TopicPattern, UserId};
 use signalbox::hub::{
-    ConnectionHandle, ConnectionRegistry, FrameText, Hub, QueueLimits, SharedFrame, SubscribeOptions, TopicRegistry,
+    ConnectionHandle, ConnectionRegistry, Hub, QueueLimits, SharedFrame, SubscribeOptions, TopicRegistry,
 };
 use signalbox::metrics::Metrics;
 
@@ -123,7 +122,7 @@ impl FanoutFixture {
         // one reaches every queue.
         let position = StreamPosition { offset: position.offset + 1, ..position };
         let event = event_of_size(512);
-        let frame = FrameText::from(encode_delivery(&event, &topic, &position));
+        let frame = encode_delivery(&event, &topic, &position);
         Self { topics, handles, topic, position, event, frame }
     }
 

@@ -15,6 +15,7 @@
 //! token.rs       `signalbox token`
 //! bench/         `signalbox bench`: load generator, /proc readings, report and plots
 //! domain/        pure types: Topic, ConnectionId, UserId, Event, StreamPosition, ErrorCode
+//! codec/         wire encoding of server frames: FrameText (shared bytes), encode_delivery
 //! auth/          Authenticator trait + JWT, API keys, topic ACL
 //! broker/        Broker trait (offsets, ordered hand-off to fan-out) + memory broker
 //! hub/           topic registry + fan-out, connection registry + admission, outbound queues
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod http_api;

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 pub use memory::MemoryBroker;
 pub use policy::{HistoryLimits, HistoryPolicy};
 
+use crate::codec::FrameText;
 use crate::domain::{Epoch, Event, StreamPosition, Topic};
-use crate::hub::FrameText;
 
 /// A broker failure.
 #[derive(Debug, Clone, thiserror::Error)]

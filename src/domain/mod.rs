@@ -14,7 +14,7 @@ mod position;
 mod topic;
 
 pub use error_code::ErrorCode;
-pub use event::{Event, EventError, encode_delivery, mark_retained, now_rfc3339};
+pub use event::{Event, EventError, now_rfc3339};
 pub use filter::{Filter, FilterError};
 pub use ids::{ConnectionId, UserId, unique_id, unix_millis};
 pub use log_id::{LOG_ID_MAX_BYTES, LogId};

@@ -19,11 +19,6 @@ use crate::broker::{Broker, BrokerError, ReadRequest, TopicRead};
 use crate::domain::{Event, StreamPosition, Topic};
 use crate::metrics::Metrics;
 
-/// Text of one frame, shared by every subscriber it goes to (a reference-counted buffer:
-/// cloning it does not allocate). This is the type the socket writer takes as is, so a
-/// frame is neither copied nor re-validated per delivery.
-pub type FrameText = tokio_tungstenite::tungstenite::Utf8Bytes;
-
 /// The hub: publish into topics, subscribe connections to them.
 #[derive(Clone)]
 pub struct Hub {

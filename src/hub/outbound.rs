@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime};
 use futures_util::task::{ArcWake, AtomicWaker, WakerRef, waker_ref};
 use parking_lot::Mutex;
 
-use super::FrameText;
+use crate::codec::FrameText;
 use crate::domain::{ConnectionId, LogId, Topic, UserId};
 use crate::metrics::Metrics;
 

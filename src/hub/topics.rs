@@ -20,9 +20,10 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use super::{ConnectionHandle, FrameText, OutboundFrame, SharedFrame};
+use super::{ConnectionHandle, OutboundFrame, SharedFrame};
 use crate::broker::{Broker, BrokerError, Delivery, Fanout, ReadFrom, ReadRequest};
-use crate::domain::{Epoch, Filter, StreamPosition, Topic, mark_retained};
+use crate::codec::{FrameText, mark_retained};
+use crate::domain::{Epoch, Filter, StreamPosition, Topic};
 use crate::metrics::Metrics;
 
 /// Why a subscribe failed.
@@ -151,7 +152,7 @@ impl TopicRegistry {
                 conn.send_shared(&Arc::new(OutboundFrame { text: event.frame, published_at: None }));
             }
         } else if let Some(state) = read.retained.filter(|s| passes(s)) {
-            conn.send(FrameText::from(mark_retained(state.as_str())));
+            conn.send(mark_retained(&state));
         }
         let mut after_offset = read.position.offset;
         for (offset, frame) in joiner.map(|j| j.buffered).unwrap_or_default() {

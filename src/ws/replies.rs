@@ -9,8 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::protocol::frames;
+use crate::codec::FrameText;
 use crate::domain::ConnectionId;
-use crate::hub::{ConnectionRegistry, FrameText};
+use crate::hub::ConnectionRegistry;
 use crate::sinks::{ClientReplies, RoutedMessage};
 
 /// [`ClientReplies`] over this node's connections.

@@ -23,8 +23,8 @@ use parking_lot::Mutex;
 use self::eviction::Eviction;
 use self::stream::Stream;
 use super::{Broker, BrokerError, Delivery, Fanout, HistoryLimits, ReadRequest, TopicRead};
-use crate::domain::{Event, StreamPosition, Topic, encode_delivery};
-use crate::hub::FrameText;
+use crate::codec::encode_delivery;
+use crate::domain::{Event, StreamPosition, Topic};
 
 /// How often [`MemoryBroker::sweep`] should run: the delay before expired history frees
 /// its memory (reads never return expired events, whenever the sweep runs).
@@ -160,7 +160,7 @@ impl Broker for MemoryBroker {
         let now = self.now_ms();
         let position = self.with_stream(topic, |cell, stream| {
             let position = stream.next_position();
-            let frame = FrameText::from(encode_delivery(&event, topic, &position));
+            let frame = encode_delivery(&event, topic, &position);
             let (mut added, mut freed, stored) = stream.append(position.offset, &frame, now);
             if stored {
                 self.eviction.push(cell, position.offset);

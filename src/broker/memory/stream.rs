@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 
 use super::super::{HistoryPolicy, ReadFrom, ReadRequest, StoredEvent, TopicRead};
+use crate::codec::FrameText;
 use crate::domain::{Epoch, StreamPosition};
-use crate::hub::FrameText;
 
 /// Bytes one event in history costs beyond its frame text: the history slot, and the
 /// shared buffer's header and allocator overhead. Its eviction ticket is accounted apart,

@@ -1,0 +1,105 @@
+//! The wire encoding of server frames: the shared frame type and the encoding of a
+//! delivered event.
+//!
+//! This module owns [`FrameText`] (the reference-counted text of one frame, which the
+//! socket writer consumes without copying), [`encode_delivery`] (the frame subscribers
+//! receive for a published event) and [`mark_retained`]. It sits below the broker and the
+//! hub so that both speak the same frame type without knowing each other: the broker
+//! encodes once per publish and stores and hands on the shared bytes, the hub queues them.
+//! It must never know about connections, topics' subscribers or brokers, and never do I/O.
+
+use serde_json::Value;
+
+use crate::domain::{Event, StreamPosition, Topic, now_rfc3339};
+
+/// Text of one frame, shared by every subscriber it goes to (a reference-counted buffer:
+/// cloning it does not allocate). This is the type the socket writer takes as is, so a
+/// frame is neither copied nor re-validated per delivery.
+pub type FrameText = tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Encodes `event` as the frame subscribers receive: the added fields `topic`, `offset`
+/// and, when the publisher gave none, `timestamp`, then the publisher's fields. Called once
+/// per publish; the resulting buffer is shared by history and every subscriber.
+pub fn encode_delivery(event: &Event, topic: &Topic, position: &StreamPosition) -> FrameText {
+    let fields = event.fields();
+    let mut out = Vec::with_capacity(128 + 2 * fields.len() * 16);
+    out.push(b'{');
+    // Serializing a `&str`/`u64` into a Vec cannot fail; the fallbacks below are unreachable
+    // in practice and would only produce a still-valid, shorter frame.
+    let _ = write_field(&mut out, "topic", &Value::from(topic.as_str()));
+    out.push(b',');
+    let _ = write_field(&mut out, "offset", &Value::from(position.offset));
+    if !fields.contains_key("timestamp") {
+        out.push(b',');
+        let _ = write_field(&mut out, "timestamp", &Value::from(now_rfc3339()));
+    }
+    for (key, value) in fields {
+        if key == "topic" || key == "offset" {
+            continue;
+        }
+        out.push(b',');
+        let _ = write_field(&mut out, key, value);
+    }
+    out.push(b'}');
+    // The frame may live on in history: give back the capacity guessed above.
+    out.shrink_to_fit();
+    // serde_json only ever writes valid UTF-8.
+    FrameText::from(String::from_utf8(out).unwrap_or_default())
+}
+
+/// `{…}` → `{…,"retained":true}`: the frame that follows a fresh subscribe with the topic's
+/// retained state. A delivered frame is an encoded JSON object, so the field is spliced in
+/// before its closing brace without parsing it.
+pub fn mark_retained(frame: &FrameText) -> FrameText {
+    let frame = frame.as_str();
+    let body = frame.strip_suffix('}').unwrap_or(frame);
+    let mut out = String::with_capacity(frame.len() + 16);
+    out.push_str(body);
+    out.push_str(if body.len() > 1 { ",\"retained\":true}" } else { "\"retained\":true}" });
+    FrameText::from(out)
+}
+
+fn write_field(out: &mut Vec<u8>, key: &str, value: &Value) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *out, key)?;
+    out.push(b':');
+    serde_json::to_writer(&mut *out, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Epoch;
+    use serde_json::json;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    #[test]
+    fn encodes_added_fields_and_overrides_reserved_ones() {
+        let event = Event::from_value(json!({"type": "t", "topic": "fake", "offset": 99, "n": [1, "a"]})).unwrap();
+        let topic = Topic::parse("job:1").unwrap();
+        let pos = StreamPosition { offset: 7, epoch: Epoch::new("e") };
+        let frame: Value = serde_json::from_str(encode_delivery(&event, &topic, &pos).as_str()).unwrap();
+        assert_eq!(frame["topic"], "job:1");
+        assert_eq!(frame["offset"], 7);
+        assert_eq!(frame["type"], "t");
+        assert_eq!(frame["n"], json!([1, "a"]));
+        let ts = frame["timestamp"].as_str().unwrap();
+        assert!(OffsetDateTime::parse(ts, &Rfc3339).is_ok(), "{ts}");
+        assert_eq!(ts.len(), "2026-01-15T10:00:00.120Z".len(), "{ts}");
+    }
+
+    #[test]
+    fn marks_retained_frames() {
+        assert_eq!(mark_retained(&FrameText::from("{\"type\":\"a\"}")), "{\"type\":\"a\",\"retained\":true}");
+        assert_eq!(mark_retained(&FrameText::from("{}")), "{\"retained\":true}");
+    }
+
+    #[test]
+    fn keeps_publisher_timestamp() {
+        let event = Event::from_value(json!({"type": "t", "timestamp": "2024-01-01T00:00:00Z"})).unwrap();
+        let pos = StreamPosition { offset: 1, epoch: Epoch::new("e") };
+        let frame = encode_delivery(&event, &Topic::parse("a").unwrap(), &pos);
+        let frame: Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(frame["timestamp"], "2024-01-01T00:00:00Z");
+    }
+}
