@@ -52,6 +52,14 @@ pub enum ConfigError {
     },
 }
 
+impl From<crate::sinks::config::SinkConfigError> for ConfigError {
+    // The sink configs sit below this module and report their own error; the text stays
+    // exactly "invalid setting <setting>: <message>".
+    fn from(e: crate::sinks::config::SinkConfigError) -> Self {
+        Self::Invalid { setting: e.setting, message: e.message }
+    }
+}
+
 impl ConfigError {
     pub(crate) fn invalid(setting: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid { setting: setting.into(), message: message.into() }

@@ -91,7 +91,7 @@ impl Config {
             if route.action.is_empty() {
                 return Err(ConfigError::invalid(setting("action"), "must not be empty"));
             }
-            if crate::ws::BUILT_IN_ACTIONS.contains(&route.action.as_str()) {
+            if crate::domain::BUILT_IN_ACTIONS.contains(&route.action.as_str()) {
                 return Err(ConfigError::invalid(
                     setting("action"),
                     format!("{:?} is a built-in action and cannot be routed", route.action),

@@ -4,6 +4,7 @@
 //! untrusted input into it. It must never depend on tokio, I/O or any transport: values
 //! are validated once at the boundary and are trusted everywhere past it.
 
+mod actions;
 mod error_code;
 mod event;
 mod filter;
@@ -13,6 +14,7 @@ mod pattern;
 mod position;
 mod topic;
 
+pub use actions::BUILT_IN_ACTIONS;
 pub use error_code::ErrorCode;
 pub use event::{Event, EventError, now_rfc3339};
 pub use filter::{Filter, FilterError};

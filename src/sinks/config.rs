@@ -1,6 +1,10 @@
 //! The routing part of the configuration: `[[routes]]`, `[sinks.NAME]`, `[routing]` and
 //! `[storage]` (SPEC §7). Pure data and validation; building sinks is the composition
 //! root's job.
+//!
+//! This module sits below `crate::config`, which embeds these types: it must never import
+//! `crate::config`. Validation reports a [`SinkConfigError`] naming the setting, and
+//! `crate::config` maps it into its own error unchanged.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +14,24 @@ use serde::{Deserialize, Serialize};
 
 use super::retry::RetryPolicy;
 use super::{http, redis_stream, sqs};
-use crate::config::ConfigError;
+
+/// An invalid sink or routing setting, naming it (`sinks.NAME.timeout`, …).
+///
+/// The same text as `crate::config::ConfigError::Invalid`, into which it converts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {message}")]
+pub struct SinkConfigError {
+    /// The setting, as TOML path.
+    pub setting: String,
+    /// What is wrong and what to set.
+    pub message: String,
+}
+
+impl SinkConfigError {
+    pub(crate) fn invalid(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { setting: setting.into(), message: message.into() }
+    }
+}
 
 /// `[[routes]]`: an action (and optional field equalities) → a sink.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -49,7 +70,7 @@ impl SinkConfig {
     }
 
     /// Checks the sink's settings without touching the network.
-    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, name: &str) -> Result<(), SinkConfigError> {
         match self {
             Self::Sqs(c) => c.validate(name),
             Self::Http(c) => c.validate(name),
@@ -100,12 +121,12 @@ pub struct StorageConfig {
 
 /// Checks that `url` is an absolute URL with a host and one of `schemes`, naming
 /// `setting` if not.
-pub(crate) fn check_url(setting: &str, url: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
+pub(crate) fn check_url(setting: &str, url: &str, schemes: &[&str]) -> Result<url::Url, SinkConfigError> {
     let expected = || format!("expected {}://host…", schemes.join("|"));
     let parsed =
-        url::Url::parse(url).map_err(|e| ConfigError::invalid(setting, format!("{url:?}: {e}; {}", expected())))?;
+        url::Url::parse(url).map_err(|e| SinkConfigError::invalid(setting, format!("{url:?}: {e}; {}", expected())))?;
     if !schemes.contains(&parsed.scheme()) || parsed.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::invalid(setting, format!("{url:?}: {}", expected())));
+        return Err(SinkConfigError::invalid(setting, format!("{url:?}: {}", expected())));
     }
     Ok(parsed)
 }

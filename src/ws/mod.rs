@@ -16,5 +16,4 @@ mod upgrade;
 
 pub use close::close_code;
 pub use handshake::{UpgradeRejection, check_upgrade, is_valid_key};
-pub use protocol::BUILT_IN_ACTIONS;
 pub use upgrade::ws_handler;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::{ErrorCode, Event, Filter, Topic, now_rfc3339};
+use crate::domain::{BUILT_IN_ACTIONS, ErrorCode, Event, Filter, Topic, now_rfc3339};
 
 /// A parsed client message.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,10 +101,6 @@ pub struct FrameError {
     /// A human-readable explanation.
     pub message: String,
 }
-
-/// The actions the gateway answers itself; routes cannot take them over (SPEC §7).
-pub const BUILT_IN_ACTIONS: &[&str] =
-    &["subscribe", "unsubscribe", "publish", "request_status", "ping", "subscriptions", "refresh"];
 
 /// Parses one client text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-use crate::sinks::config::check_url;
+use crate::sinks::config::{SinkConfigError, check_url};
 
 /// A webhook.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -38,20 +37,20 @@ fn default_stage() -> String {
 
 impl HttpConfig {
     /// Checks the settings without touching the network.
-    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, name: &str) -> Result<(), SinkConfigError> {
         check_url(&format!("sinks.{name}.url"), &self.url, &["https", "http"])?;
         for (header, value) in &self.headers {
             let valid = axum::http::HeaderName::from_bytes(header.as_bytes()).is_ok()
                 && axum::http::HeaderValue::from_str(value).is_ok();
             if !valid {
-                return Err(ConfigError::invalid(
+                return Err(SinkConfigError::invalid(
                     format!("sinks.{name}.headers.{header}"),
                     "not a valid HTTP header name and value",
                 ));
             }
         }
         if self.timeout.is_zero() {
-            return Err(ConfigError::invalid(format!("sinks.{name}.timeout"), "must be more than 0"));
+            return Err(SinkConfigError::invalid(format!("sinks.{name}.timeout"), "must be more than 0"));
         }
         Ok(())
     }

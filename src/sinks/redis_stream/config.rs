@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-use crate::sinks::config::check_url;
+use crate::sinks::config::{SinkConfigError, check_url};
 
 /// A Redis stream.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -33,16 +32,16 @@ fn default_timeout() -> Duration {
 
 impl RedisStreamConfig {
     /// Checks the settings without touching the network.
-    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, name: &str) -> Result<(), SinkConfigError> {
         check_url(&format!("sinks.{name}.url"), &self.url, &["redis"])?;
         if self.stream.is_empty() {
-            return Err(ConfigError::invalid(format!("sinks.{name}.stream"), "must not be empty"));
+            return Err(SinkConfigError::invalid(format!("sinks.{name}.stream"), "must not be empty"));
         }
         if self.max_len == 0 {
-            return Err(ConfigError::invalid(format!("sinks.{name}.max_len"), "must be more than 0"));
+            return Err(SinkConfigError::invalid(format!("sinks.{name}.max_len"), "must be more than 0"));
         }
         if self.timeout.is_zero() {
-            return Err(ConfigError::invalid(format!("sinks.{name}.timeout"), "must be more than 0"));
+            return Err(SinkConfigError::invalid(format!("sinks.{name}.timeout"), "must be more than 0"));
         }
         Ok(())
     }

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-use crate::sinks::config::check_url;
+use crate::sinks::config::{SinkConfigError, check_url};
 
 /// An SQS queue.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -54,13 +53,13 @@ impl SqsConfig {
     }
 
     /// Checks the settings without touching the network.
-    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, name: &str) -> Result<(), SinkConfigError> {
         check_url(&format!("sinks.{name}.queue_url"), &self.queue_url, &["https", "http"])?;
         if let Some(endpoint) = &self.endpoint_url {
             check_url(&format!("sinks.{name}.endpoint_url"), endpoint, &["https", "http"])?;
         }
         if self.timeout.is_zero() {
-            return Err(ConfigError::invalid(format!("sinks.{name}.timeout"), "must be more than 0"));
+            return Err(SinkConfigError::invalid(format!("sinks.{name}.timeout"), "must be more than 0"));
         }
         Ok(())
     }
