@@ -95,6 +95,11 @@ impl TopicRead {
 /// event to history (and storing it as retained state when asked), and hands the encoded
 /// frame to the fan-out of every node, in offset order per topic; it returns after the
 /// event has its offset and is in history.
+///
+/// Local interest: the hub calls [`Broker::watch`] when a topic gets its first local
+/// subscriber and [`Broker::unwatch`] when it loses its last one, so a broker that carries
+/// events between nodes needs to receive only the topics this node holds. Calls for one
+/// topic alternate (watch, unwatch, watch, …) in call order.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Publishes `event` to `topic`; with `retain`, it also becomes the topic's state.
@@ -110,6 +115,25 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Checks the broker is reachable (for `/ready`).
     async fn ping(&self) -> Result<(), BrokerError>;
+
+    /// `topic` got its first local subscriber: from the moment this returns `Ok`, every
+    /// event published to it (on any node) reaches this node's [`Fanout`]. The hub awaits
+    /// it after the subscriber joined the topic's entry and *before* it reads history, so
+    /// an event is always either in that read or delivered afterwards (e.g. a Redis
+    /// broker's SUBSCRIBE must be confirmed before this returns). On `Err` the subscribe
+    /// fails; the next subscriber of the topic calls `watch` again. A watch whose caller
+    /// was dropped may also be repeated, so it must be idempotent. The default suits a
+    /// broker whose every publish reaches the local fan-out anyway.
+    async fn watch(&self, _topic: &Topic) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// `topic` lost its last local subscriber (only ever after a successful
+    /// [`Broker::watch`]). Called under the hub's registry shard lock so that it cannot be
+    /// reordered with the next `watch` of the topic: it must never block, await or call
+    /// back into the [`Fanout`]; a broker with remote work queues it (e.g. an UNSUBSCRIBE
+    /// for its subscriber task). The default does nothing.
+    fn unwatch(&self, _topic: &Topic) {}
 }
 
 /// One published event on its way to local subscribers.
@@ -128,6 +152,12 @@ pub struct Delivery<'a> {
 
 /// Receives published events for local delivery; implemented by the hub's topic registry.
 /// Called in offset order per topic and must never block.
+///
+/// The fan-out remembers the last offset it delivered per topic and drops an event whose
+/// offset is not above it (a node's echo of its own publish, a late or repeated message),
+/// so a broker may hand an event over more than once but never reorders what reaches a
+/// subscriber. Offsets are compared within one epoch: a broker that sees a watched topic's
+/// epoch change must not rely on the fan-out to notice.
 pub trait Fanout: Send + Sync + 'static {
     /// Delivers one event to the local subscribers of its topic.
     fn deliver(&self, delivery: &Delivery<'_>);

@@ -77,7 +77,12 @@ impl Hub {
 
     /// Removes `conn` from `topic`; returns whether it was subscribed.
     pub fn unsubscribe(&self, conn: &Arc<ConnectionHandle>, topic: &Topic) -> bool {
-        self.topics.unsubscribe(conn, topic)
+        self.topics.unsubscribe(self.broker.as_ref(), conn, topic)
+    }
+
+    /// Removes `conn` from every topic it holds (on disconnect).
+    pub fn detach(&self, conn: &Arc<ConnectionHandle>) {
+        self.topics.detach(self.broker.as_ref(), conn);
     }
 
     /// Whether the broker is reachable (for `/ready`).

@@ -13,6 +13,12 @@
 //! becomes a subscriber. Every event is thus either in the read or in the buffer, and the
 //! overlap is dropped by offset: no gap and no duplicate at the seam, whatever publishes
 //! run concurrently.
+//!
+//! The registry also tells the broker which topics this node holds: the first joiner of a
+//! topic's entry awaits `Broker::watch` before its read (later joiners wait for that same
+//! watch), and removing the entry calls `Broker::unwatch`. Each entry remembers the last
+//! offset it delivered and drops anything not above it, so a repeated or late hand-over
+//! from the broker never reaches a subscriber twice or out of order.
 
 use std::sync::Arc;
 
@@ -77,11 +83,18 @@ struct Joiner {
 struct TopicInner {
     subscribers: Vec<Subscriber>,
     joiners: Vec<Joiner>,
+    /// The highest offset delivered to this entry: an event at or below it was already
+    /// handed to every subscriber that should have it, so it is dropped.
+    last_offset: u64,
 }
 
 #[derive(Default)]
 struct TopicEntry {
     inner: Mutex<TopicInner>,
+    /// Set once the broker confirmed `watch` for this entry. Joiners that arrive while the
+    /// first one's watch is in flight wait for it here; after a failed watch the next
+    /// joiner tries again. An entry is removed (and unwatched) only when idle.
+    watched: tokio::sync::OnceCell<()>,
 }
 
 /// All topics with local subscribers.
@@ -124,6 +137,17 @@ impl TopicRegistry {
             e.inner.lock().joiners.push(joiner);
             e.value().clone()
         };
+        // Interest before the read: from here on every event of the topic reaches `deliver`
+        // and is buffered for this joiner, so none can fall between the read and the buffer.
+        if let Err(e) = entry.watched.get_or_try_init(|| broker.watch(topic)).await {
+            let mut inner = entry.inner.lock();
+            if let Some(i) = inner.joiners.iter().position(|j| Arc::ptr_eq(&j.conn, conn)) {
+                inner.joiners.swap_remove(i);
+            }
+            drop(inner);
+            self.remove_if_idle(broker, topic, &entry);
+            return Err(e.into());
+        }
         let from = match &options.since {
             Some((offset, epoch)) => ReadFrom::After { offset: *offset, epoch: Some(epoch.clone()) },
             None => ReadFrom::Nothing,
@@ -137,7 +161,7 @@ impl TopicRegistry {
             Ok(read) => read,
             Err(e) => {
                 drop(inner);
-                self.remove_if_idle(topic, &entry);
+                self.remove_if_idle(broker, topic, &entry);
                 return Err(e.into());
             }
         };
@@ -196,22 +220,22 @@ impl TopicRegistry {
         Ok(subscribed)
     }
 
-    pub(super) fn unsubscribe(&self, conn: &Arc<ConnectionHandle>, topic: &Topic) -> bool {
+    pub(super) fn unsubscribe(&self, broker: &dyn Broker, conn: &Arc<ConnectionHandle>, topic: &Topic) -> bool {
         if !conn.remove_topic(topic) {
             return false;
         }
-        self.leave(conn, topic);
+        self.leave(broker, conn, topic);
         true
     }
 
     /// Removes `conn` from every topic it holds (on disconnect).
-    pub fn detach(&self, conn: &Arc<ConnectionHandle>) {
+    pub(super) fn detach(&self, broker: &dyn Broker, conn: &Arc<ConnectionHandle>) {
         for topic in conn.take_topics() {
-            self.leave(conn, &topic);
+            self.leave(broker, conn, &topic);
         }
     }
 
-    fn leave(&self, conn: &Arc<ConnectionHandle>, topic: &Topic) {
+    fn leave(&self, broker: &dyn Broker, conn: &Arc<ConnectionHandle>, topic: &Topic) {
         self.metrics.subscriptions.decrement(1.0);
         let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
             return;
@@ -224,15 +248,20 @@ impl TopicRegistry {
             inner.subscribers.is_empty() && inner.joiners.is_empty()
         };
         if now_empty {
-            self.remove_if_idle(topic, &entry);
+            self.remove_if_idle(broker, topic, &entry);
         }
     }
 
-    fn remove_if_idle(&self, topic: &Topic, entry: &Arc<TopicEntry>) {
-        // Under the shard's write lock no subscribe can start joining this entry.
+    fn remove_if_idle(&self, broker: &dyn Broker, topic: &Topic, entry: &Arc<TopicEntry>) {
+        // Under the shard's write lock no subscribe can start joining this entry, nor create
+        // the topic's next entry: so this unwatch is called before that entry's watch.
         self.topics.remove_if(topic, |_, e| {
             let inner = e.inner.lock();
-            Arc::ptr_eq(e, entry) && inner.joiners.is_empty() && inner.subscribers.is_empty()
+            let idle = Arc::ptr_eq(e, entry) && inner.joiners.is_empty() && inner.subscribers.is_empty();
+            if idle && e.watched.initialized() {
+                broker.unwatch(topic);
+            }
+            idle
         });
     }
 }
@@ -252,6 +281,12 @@ impl Fanout for TopicRegistry {
         let event = delivery.event.fields();
         let frame = Arc::new(OutboundFrame { text: delivery.frame.clone(), published_at: Some(delivery.published_at) });
         let mut inner = entry.inner.lock();
+        // An echo, a late or a repeated hand-over: already delivered (or it would arrive out
+        // of order). Subscribers also skip what their subscribe's read covered (`after_offset`).
+        if offset <= inner.last_offset {
+            return;
+        }
+        inner.last_offset = offset;
         for sub in &inner.subscribers {
             if offset > sub.after_offset && sub.filter.as_deref().is_none_or(|f| f.matches(event)) {
                 sub.conn.send_shared(&frame);
@@ -405,5 +440,151 @@ mod tests {
             frames,
             ["subscribed 5 true", "{\"offset\":3,\"n\":1}", "{\"offset\":5,\"n\":1}", "{\"offset\":7,\"n\":1}"]
         );
+    }
+
+    /// A broker that logs `watch`, `unwatch` and `read` calls in order; `watch` waits for
+    /// `watch_gate` when `gated`, and the next `watch` or `read` fails when asked to.
+    #[derive(Default)]
+    struct RecordingBroker {
+        log: std::sync::Mutex<Vec<&'static str>>,
+        gated: std::sync::atomic::AtomicBool,
+        watch_gate: Notify,
+        fail_watch: std::sync::atomic::AtomicBool,
+        fail_read: std::sync::atomic::AtomicBool,
+    }
+
+    impl RecordingBroker {
+        fn record(&self, what: &'static str) {
+            self.log.lock().unwrap().push(what);
+        }
+        fn take_log(&self) -> Vec<&'static str> {
+            std::mem::take(&mut *self.log.lock().unwrap())
+        }
+    }
+
+    #[async_trait]
+    impl Broker for RecordingBroker {
+        async fn publish(&self, _: &Topic, _: Event, _: bool) -> Result<StreamPosition, BrokerError> {
+            Err(BrokerError::Unavailable("not used".into()))
+        }
+        async fn read(&self, _: &Topic, _: ReadRequest) -> Result<TopicRead, BrokerError> {
+            self.record("read");
+            if self.fail_read.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(BrokerError::Unavailable("read failed".into()));
+            }
+            let position = StreamPosition { offset: 0, epoch: Epoch::new("e") };
+            Ok(TopicRead { position, events: Vec::new(), recovered: false, retained: None })
+        }
+        async fn ping(&self) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn watch(&self, _: &Topic) -> Result<(), BrokerError> {
+            self.record("watch");
+            if self.gated.load(std::sync::atomic::Ordering::SeqCst) {
+                self.watch_gate.notified().await;
+            }
+            if self.fail_watch.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(BrokerError::Unavailable("watch failed".into()));
+            }
+            Ok(())
+        }
+        fn unwatch(&self, _: &Topic) {
+            self.record("unwatch");
+        }
+    }
+
+    fn connection() -> Arc<ConnectionHandle> {
+        let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+        let limits = QueueLimits { frames: 100, bytes: 1 << 20 };
+        Arc::new(ConnectionHandle::new(ConnectionId::generate(), UserId::new("u"), remote, limits, Metrics::new()))
+    }
+
+    #[tokio::test]
+    async fn the_broker_watches_a_topic_from_its_first_join_to_its_last_leave() {
+        let registry = TopicRegistry::new(10, Metrics::new());
+        let broker = RecordingBroker::default();
+        let topic = Topic::parse("job:interest").unwrap();
+        let (a, b) = (connection(), connection());
+        registry.subscribe(&broker, &a, &topic, SubscribeOptions::default(), None).await.unwrap();
+        // The watch is in place before the history read.
+        assert_eq!(broker.take_log(), ["watch", "read"]);
+        registry.subscribe(&broker, &b, &topic, SubscribeOptions::default(), None).await.unwrap();
+        // A second subscriber, and a resubscribe, change nothing about interest.
+        registry.subscribe(&broker, &b, &topic, SubscribeOptions::default(), None).await.unwrap();
+        // (The resubscribe reads the position only.)
+        assert_eq!(broker.take_log(), ["read", "read"]);
+        assert!(registry.unsubscribe(&broker, &a, &topic));
+        assert!(!registry.unsubscribe(&broker, &a, &topic));
+        assert!(broker.take_log().is_empty());
+        registry.detach(&broker, &b);
+        assert_eq!(broker.take_log(), ["unwatch"]);
+        assert!(!registry.is_watched(&topic));
+        // The topic's next first subscriber watches it again.
+        registry.subscribe(&broker, &a, &topic, SubscribeOptions::default(), None).await.unwrap();
+        assert!(registry.unsubscribe(&broker, &a, &topic));
+        assert_eq!(broker.take_log(), ["watch", "read", "unwatch"]);
+    }
+
+    #[tokio::test]
+    async fn failed_subscribes_leave_interest_balanced() {
+        let registry = TopicRegistry::new(10, Metrics::new());
+        let broker = RecordingBroker::default();
+        let topic = Topic::parse("job:failing").unwrap();
+        let conn = connection();
+        // A failed watch: no read, nothing to unwatch, and the next subscribe watches again.
+        broker.fail_watch.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(registry.subscribe(&broker, &conn, &topic, SubscribeOptions::default(), None).await.is_err());
+        assert_eq!(broker.take_log(), ["watch"]);
+        assert!(!registry.is_watched(&topic) && !conn.holds(&topic));
+        // A failed read after a successful watch: the entry goes and the watch is undone.
+        broker.fail_read.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(registry.subscribe(&broker, &conn, &topic, SubscribeOptions::default(), None).await.is_err());
+        assert_eq!(broker.take_log(), ["watch", "read", "unwatch"]);
+        assert!(!registry.is_watched(&topic) && !conn.holds(&topic));
+        registry.subscribe(&broker, &conn, &topic, SubscribeOptions::default(), None).await.unwrap();
+        registry.detach(&broker, &conn);
+        assert_eq!(broker.take_log(), ["watch", "read", "unwatch"]);
+    }
+
+    #[tokio::test]
+    async fn a_joiner_waits_for_the_first_joiners_watch_before_it_reads() {
+        let registry = Arc::new(TopicRegistry::new(10, Metrics::new()));
+        let broker = Arc::new(RecordingBroker::default());
+        broker.gated.store(true, std::sync::atomic::Ordering::SeqCst);
+        let topic = Topic::parse("job:gated").unwrap();
+        let spawn_subscribe = |conn: Arc<ConnectionHandle>| {
+            let (registry, broker, topic) = (registry.clone(), broker.clone(), topic.clone());
+            tokio::spawn(async move {
+                registry.subscribe(broker.as_ref(), &conn, &topic, SubscribeOptions::default(), None).await.map(|_| ())
+            })
+        };
+        let first = spawn_subscribe(connection());
+        while broker.log.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let second = spawn_subscribe(connection());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // The second joiner neither watches again nor reads while the watch is in flight.
+        assert_eq!(broker.take_log(), ["watch"]);
+        broker.watch_gate.notify_one();
+        assert!(first.await.unwrap().is_ok() && second.await.unwrap().is_ok());
+        assert_eq!(broker.take_log(), ["read", "read"]);
+    }
+
+    #[tokio::test]
+    async fn an_offset_not_above_the_last_delivered_one_is_dropped() {
+        let registry = TopicRegistry::new(10, Metrics::new());
+        let broker = RecordingBroker::default();
+        let topic = Topic::parse("job:echo").unwrap();
+        let epoch = Epoch::new("e");
+        let conn = connection();
+        registry.subscribe(&broker, &conn, &topic, SubscribeOptions::default(), None).await.unwrap();
+        // An echo (2 again), a late message (1) and a repeat of the newest (3).
+        for offset in [1, 2, 2, 1, 3, 3, 4] {
+            deliver(&registry, &topic, &epoch, offset);
+        }
+        assert_eq!(queued(&conn), [1, 2, 3, 4].map(|o| frame(o).to_string()));
     }
 }

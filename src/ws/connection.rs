@@ -220,7 +220,7 @@ impl Connection {
             Reader::Idle(companion) => companion,
             Reader::Busy(request) => request.await,
         };
-        state.hub.topics.detach(&conn);
+        state.hub.detach(&conn);
         state.hub.connections.remove(&conn.id);
         state.metrics.connections.decrement(1.0);
         let lived = conn.connected_at.elapsed().unwrap_or_default();

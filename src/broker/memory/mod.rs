@@ -5,7 +5,8 @@
 //! exactly the events delivered before it. Each topic's stream draws its epoch when it is
 //! created: after a restart, or after an idle topic was forgotten, offsets restart and the
 //! new epoch tells resuming clients so. All history together is bounded in bytes; beyond
-//! the bound the oldest events across all topics are evicted first (`eviction`).
+//! the bound the oldest events across all topics are evicted first (`eviction`). It keeps
+//! the no-op `watch`/`unwatch` of the trait: every publish reaches the local fan-out anyway.
 //!
 //! It must never await while a stream is locked, and never lock a stream while holding
 //! the eviction queue.
