@@ -50,6 +50,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The wire error code (what a per-item error of a batch carries).
+    pub fn code(&self) -> ErrorCode {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
             Self::Validation(_) => (StatusCode::BAD_REQUEST, ErrorCode::Validation),

@@ -4,6 +4,7 @@
 //! Owns request parsing, API-key checks and the mapping of errors to HTTP statuses. It
 //! reaches topics and connections only through the hub; it must never name a broker.
 
+mod batch;
 mod connections;
 mod error;
 mod ops;
@@ -25,6 +26,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/publish", post(publish::publish))
+        .route("/publish/batch", post(batch::publish_batch))
         .route("/broadcast", post(publish::broadcast))
         // A wildcard, since topics may contain `/`.
         .route("/topics/{*topic}", get(topics::get))

@@ -11,14 +11,14 @@ use crate::domain::{Event, Topic};
 use crate::state::AppState;
 
 /// Most topics one publish call may name.
-const MAX_TOPICS_PER_CALL: usize = 1000;
+pub(super) const MAX_TOPICS_PER_CALL: usize = 1000;
 
-fn event_from(body: &Map<String, Value>) -> Result<Event, ApiError> {
+pub(super) fn event_from(body: &Map<String, Value>) -> Result<Event, ApiError> {
     let event = body.get("event").ok_or_else(|| ApiError::Validation("missing field `event`".into()))?;
     Event::from_value(event.clone()).map_err(|e| ApiError::Validation(e.to_string()))
 }
 
-fn topics_from(body: &Map<String, Value>) -> Result<(Vec<Topic>, bool), ApiError> {
+pub(super) fn topics_from(body: &Map<String, Value>) -> Result<(Vec<Topic>, bool), ApiError> {
     let parse = |v: &Value| -> Result<Topic, ApiError> {
         let s = v.as_str().ok_or_else(|| ApiError::Validation("topics must be strings".into()))?;
         Topic::parse(s).map_err(|e| ApiError::Validation(format!("invalid topic {s:?}: {e}")))
@@ -37,7 +37,7 @@ fn topics_from(body: &Map<String, Value>) -> Result<(Vec<Topic>, bool), ApiError
     }
 }
 
-fn retain_from(body: &Map<String, Value>) -> Result<bool, ApiError> {
+pub(super) fn retain_from(body: &Map<String, Value>) -> Result<bool, ApiError> {
     match body.get("retain") {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(retain)) => Ok(*retain),

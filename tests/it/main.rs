@@ -5,6 +5,7 @@
 mod agents;
 mod api;
 mod auth;
+mod batch;
 mod bench;
 mod binary;
 mod delivery;
