@@ -1,6 +1,7 @@
 //! What request handlers and connection tasks share: built once by the composition root.
 //!
-//! Holds the hub and the auth seams as trait objects, never concrete broker or JWT types.
+//! Holds the hub and the auth and connection-directory seams as trait objects, never
+//! concrete broker, directory or JWT types.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AccessPolicy, ApiKeys, Authenticator};
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{ConnectionDirectory, Hub};
 use crate::metrics::Metrics;
 use crate::sinks::dispatch::Dispatcher;
 
@@ -26,6 +27,9 @@ pub struct Shared {
     pub config: Config,
     /// Topics, connections, publishing.
     pub hub: Hub,
+    /// List, message and close connections by id (the API and the reply paths use this,
+    /// not the hub's registry, so a cluster directory can answer for other nodes).
+    pub directory: Arc<dyn ConnectionDirectory>,
     /// Verifies client tokens.
     pub authenticator: Arc<dyn Authenticator>,
     /// Topic access rules.
@@ -45,21 +49,24 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Bundles the shared parts.
+    /// Bundles the shared parts; the access policy and the API keys come from `config`.
     pub fn new(
         config: Config,
         hub: Hub,
+        directory: Arc<dyn ConnectionDirectory>,
         authenticator: Arc<dyn Authenticator>,
-        api_keys: ApiKeys,
         metrics: Metrics,
         dispatcher: Arc<Dispatcher>,
         shutdown: CancellationToken,
     ) -> Self {
+        // Both follow from the validated config alone.
         let policy = AccessPolicy::new(config.dev, config.namespaces.clone());
+        let api_keys = ApiKeys::new(&config.auth.api_keys);
         Self {
             inner: Arc::new(Shared {
                 config,
                 hub,
+                directory,
                 authenticator,
                 policy,
                 api_keys,

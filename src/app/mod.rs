@@ -13,10 +13,10 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{ApiKeys, Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
+use crate::auth::{Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
 use crate::broker::{HistoryLimits, MemoryBroker};
 use crate::config::Config;
-use crate::hub::{CloseReason, ConnectionRegistry, Hub, TopicRegistry};
+use crate::hub::{CloseReason, ConnectionDirectory, ConnectionRegistry, Hub, LocalDirectory, TopicRegistry};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::ws::replies::ConnectionReplies;
@@ -58,11 +58,11 @@ impl Gateway {
         let topics = Arc::new(TopicRegistry::new(limits.max_subscriptions, metrics.clone()));
         let connections = Arc::new(ConnectionRegistry::new(limits.max_connections, limits.max_connections_per_ip));
         let broker = Arc::new(MemoryBroker::new(topics.clone(), HistoryLimits::from_config(&config)));
-        let replies = Arc::new(ConnectionReplies::new(connections.clone()));
+        let directory: Arc<dyn ConnectionDirectory> = Arc::new(LocalDirectory::new(connections.clone()));
+        let replies = Arc::new(ConnectionReplies::new(directory.clone()));
         let hub = Hub::new(topics, connections, broker.clone(), metrics.clone());
         let sinks = routing::build_sinks(&config, &metrics).await?;
         let dispatcher = Arc::new(routing::build_dispatcher(&config, sinks, replies)?);
-        let api_keys = ApiKeys::new(&config.auth.api_keys);
         warn_about_replays_beyond_the_send_queue(&config);
         if config.dev {
             tracing::warn!(
@@ -70,7 +70,7 @@ impl Gateway {
                  Never run --dev in production."
             );
         }
-        let state = AppState::new(config, hub, authenticator, api_keys, metrics, dispatcher, CancellationToken::new());
+        let state = AppState::new(config, hub, directory, authenticator, metrics, dispatcher, CancellationToken::new());
         Ok(Self { state, memory_broker: Some(broker) })
     }
 

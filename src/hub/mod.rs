@@ -6,12 +6,14 @@
 //! queue, and a full queue cuts that connection (4008) instead of slowing anyone else.
 
 mod connections;
+mod directory;
 mod outbound;
 mod topics;
 
 use std::sync::Arc;
 
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
+pub use directory::{ConnectionDirectory, ConnectionFilter, ConnectionInfo, DirectoryError, LocalDirectory};
 pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, WriterWork, monotonic_ms};
 pub use topics::{SubscribeError, SubscribeOptions, SubscribeReply, Subscribed, TopicRegistry};
 

@@ -1,5 +1,5 @@
 //! The sinks layer's way back to clients: `accepted` frames and relayed webhook replies,
-//! delivered through the connection registry by connection id.
+//! delivered through the connection directory by connection id.
 //!
 //! Owns only the frame shapes of those two replies; it must never block (it runs on the
 //! outbox's writer thread and on drainer tasks), so it only queues frames.
@@ -11,28 +11,30 @@ use bytes::Bytes;
 use super::protocol::frames;
 use crate::codec::FrameText;
 use crate::domain::ConnectionId;
-use crate::hub::ConnectionRegistry;
+use crate::hub::ConnectionDirectory;
 use crate::sinks::{ClientReplies, RoutedMessage};
 
-/// [`ClientReplies`] over this node's connections.
+/// [`ClientReplies`] through the connection directory.
 pub struct ConnectionReplies {
-    connections: Arc<ConnectionRegistry>,
+    directory: Arc<dyn ConnectionDirectory>,
 }
 
 impl ConnectionReplies {
-    /// Replies through `connections`.
-    pub fn new(connections: Arc<ConnectionRegistry>) -> Self {
-        Self { connections }
+    /// Replies through `directory`.
+    pub fn new(directory: Arc<dyn ConnectionDirectory>) -> Self {
+        Self { directory }
     }
 
     fn send(&self, message: &RoutedMessage, text: FrameText, what: &str) {
-        match self.connections.get(&ConnectionId::from_external(&message.connection_id)) {
-            Some(conn) => {
-                conn.send(text);
-            }
-            None => tracing::debug!(
+        // `send_now`: this runs on the outbox's writer thread, which must not await, and it
+        // keeps the order of `accepted` before any relayed reply.
+        match self.directory.send_now(&ConnectionId::from_external(&message.connection_id), text) {
+            // `false`: the queue was full and the connection is being closed (4008, logged there).
+            Ok(_) => {}
+            Err(error) => tracing::debug!(
                 connectionId = %message.connection_id,
                 messageId = %message.message_id,
+                %error,
                 "connection gone; {what} not delivered"
             ),
         }
