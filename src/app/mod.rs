@@ -55,7 +55,9 @@ impl Gateway {
                 Arc::new(NoTokens)
             };
         let limits = &config.limits;
-        let topics = Arc::new(TopicRegistry::new(limits.max_subscriptions, metrics.clone()));
+        let join_leave = config.namespaces.iter().filter(|(_, n)| n.join_leave).map(|(name, _)| name.clone());
+        let topics =
+            Arc::new(TopicRegistry::new(limits.max_subscriptions, metrics.clone()).with_join_leave(join_leave));
         let connections = Arc::new(ConnectionRegistry::new(limits.max_connections, limits.max_connections_per_ip));
         let broker = Arc::new(MemoryBroker::new(topics.clone(), HistoryLimits::from_config(&config)));
         let directory: Arc<dyn ConnectionDirectory> = Arc::new(LocalDirectory::new(connections.clone()));

@@ -47,6 +47,26 @@ pub fn encode_delivery(event: &Event, topic: &Topic, position: &StreamPosition) 
     FrameText::from(String::from_utf8(out).unwrap_or_default())
 }
 
+/// A presence change: `{"type":"join"|"leave","topic","userId","connectionId"}` (SPEC §9.1).
+/// Not an event: no offset, never in history.
+pub fn presence_change(kind: PresenceChange, topic: &Topic, user: &str, connection_id: &str) -> FrameText {
+    let kind = match kind {
+        PresenceChange::Join => "join",
+        PresenceChange::Leave => "leave",
+    };
+    let frame = serde_json::json!({"type": kind, "topic": topic, "userId": user, "connectionId": connection_id});
+    FrameText::from(frame.to_string())
+}
+
+/// Which way a connection's presence in a topic changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// It subscribed.
+    Join,
+    /// It unsubscribed or closed.
+    Leave,
+}
+
 /// `{…}` → `{…,"retained":true}`: the frame that follows a fresh subscribe with the topic's
 /// retained state. A delivered frame is an encoded JSON object, so the field is spliced in
 /// before its closing brace without parsing it.

@@ -361,6 +361,8 @@ pub struct NamespaceConfig {
     /// How long a topic's retained state is kept after it was last set.
     #[serde(with = "humantime_serde")]
     pub retained_ttl: Duration,
+    /// Subscribers get `join`/`leave` events when connections subscribe and leave.
+    pub join_leave: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -371,6 +373,7 @@ impl Default for NamespaceConfig {
             history_size: 100,
             history_ttl: Duration::from_secs(600),
             retained_ttl: Duration::from_secs(24 * 3600),
+            join_leave: false,
         }
     }
 }

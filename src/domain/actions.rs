@@ -6,4 +6,4 @@
 
 /// The actions the gateway answers itself; routes cannot take them over (SPEC §7).
 pub const BUILT_IN_ACTIONS: &[&str] =
-    &["subscribe", "unsubscribe", "publish", "request_status", "ping", "subscriptions", "refresh"];
+    &["subscribe", "unsubscribe", "publish", "request_status", "presence", "ping", "subscriptions", "refresh"];

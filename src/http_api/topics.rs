@@ -29,8 +29,11 @@ pub async fn get(
     ApiPath(path): ApiPath<String>,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
-    match path.strip_suffix("/history") {
-        Some(topic) => history(state, topic, query).await,
+    if let Some(topic) = path.strip_suffix("/history") {
+        return history(state, topic, query).await;
+    }
+    match path.strip_suffix("/presence") {
+        Some(topic) => Ok(presence(state, topic).await?.into_response()),
         None => Ok(info(state, &path).await?.into_response()),
     }
 }
@@ -45,6 +48,18 @@ async fn info(State(state): State<AppState>, topic: &str) -> Result<Json<Value>,
         "offset": read.position.offset,
         "epoch": read.position.epoch.as_str(),
         "state": read.retained_json(),
+    })))
+}
+
+/// `GET /api/topics/{topic}/presence`: the same body as the `presence` frame.
+async fn presence(State(state): State<AppState>, topic: &str) -> Result<Json<Value>, ApiError> {
+    let topic = parse_topic(topic)?;
+    let presence = state.hub.presence(&topic).await?;
+    Ok(Json(json!({
+        "type": "presence",
+        "topic": topic,
+        "users": presence.users,
+        "connections": presence.connections,
     })))
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
 pub use directory::{ConnectionDirectory, ConnectionFilter, ConnectionInfo, DirectoryError, LocalDirectory};
 pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, WriterWork, monotonic_ms};
-pub use topics::{SubscribeError, SubscribeOptions, SubscribeReply, Subscribed, TopicRegistry};
+pub use topics::{Presence, SubscribeError, SubscribeOptions, SubscribeReply, Subscribed, TopicRegistry};
 
 use crate::broker::{Broker, BrokerError, ReadRequest, TopicRead};
 use crate::domain::{Event, StreamPosition, Topic};
@@ -85,6 +85,12 @@ impl Hub {
     /// Removes `conn` from every topic it holds (on disconnect).
     pub fn detach(&self, conn: &Arc<ConnectionHandle>) {
         self.topics.detach(self.broker.as_ref(), conn);
+    }
+
+    /// Who is subscribed to `topic` (SPEC §9.1). The memory broker's cluster is this node;
+    /// a clustered broker will answer for every node, hence the `Result`.
+    pub async fn presence(&self, topic: &Topic) -> Result<Presence, BrokerError> {
+        Ok(self.topics.presence(topic))
     }
 
     /// Whether the broker is reachable (for `/ready`).

@@ -20,6 +20,7 @@
 //! offset it delivered and drops anything not above it, so a repeated or late hand-over
 //! from the broker never reaches a subscriber twice or out of order.
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -28,7 +29,7 @@ use serde_json::{Map, Value};
 
 use super::{ConnectionHandle, OutboundFrame, SharedFrame};
 use crate::broker::{Broker, BrokerError, Delivery, Fanout, ReadFrom, ReadRequest};
-use crate::codec::{FrameText, mark_retained};
+use crate::codec::{FrameText, PresenceChange, mark_retained, presence_change};
 use crate::domain::{Epoch, Filter, StreamPosition, Topic};
 use crate::metrics::Metrics;
 
@@ -97,17 +98,61 @@ struct TopicEntry {
     watched: tokio::sync::OnceCell<()>,
 }
 
+/// Who is subscribed to a topic (SPEC §9.1 presence).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// The distinct user ids of the subscribed connections, sorted.
+    pub users: Vec<String>,
+    /// Subscribed connections.
+    pub connections: usize,
+}
+
 /// All topics with local subscribers.
 pub struct TopicRegistry {
     topics: DashMap<Topic, Arc<TopicEntry>>,
     max_subscriptions: usize,
     metrics: Metrics,
+    /// Namespaces whose subscribers get `join`/`leave` frames.
+    join_leave: HashSet<String>,
 }
 
 impl TopicRegistry {
     /// An empty registry; each connection may hold at most `max_subscriptions` topics.
     pub fn new(max_subscriptions: usize, metrics: Metrics) -> Self {
-        Self { topics: DashMap::new(), max_subscriptions, metrics }
+        Self { topics: DashMap::new(), max_subscriptions, metrics, join_leave: HashSet::new() }
+    }
+
+    /// Announces subscribes and leaves (`join`/`leave` frames) to the subscribers of the
+    /// topics of these namespaces.
+    pub fn with_join_leave(mut self, namespaces: impl IntoIterator<Item = String>) -> Self {
+        self.join_leave = namespaces.into_iter().collect();
+        self
+    }
+
+    /// The connections subscribed to `topic` on this node, and their distinct users.
+    /// Joiners still reading the broker are not counted yet.
+    pub fn presence(&self, topic: &Topic) -> Presence {
+        let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
+            return Presence::default();
+        };
+        let inner = entry.inner.lock();
+        let users: BTreeSet<&str> = inner.subscribers.iter().map(|s| s.conn.user.as_str()).collect();
+        Presence { users: users.into_iter().map(str::to_owned).collect(), connections: inner.subscribers.len() }
+    }
+
+    /// Sends a `join`/`leave` frame for `conn` to every subscriber of the entry (under its
+    /// lock, so it keeps its place among the topic's events), when the namespace asks.
+    fn announce(&self, inner: &TopicInner, topic: &Topic, conn: &ConnectionHandle, change: PresenceChange) {
+        if !self.join_leave.contains(topic.namespace()) || inner.subscribers.is_empty() {
+            return;
+        }
+        let frame = Arc::new(OutboundFrame {
+            text: presence_change(change, topic, conn.user.as_str(), conn.id.as_str()),
+            published_at: None,
+        });
+        for sub in &inner.subscribers {
+            sub.conn.send_shared(&frame);
+        }
     }
 
     /// Number of local subscribers of `topic`.
@@ -186,6 +231,7 @@ impl TopicRegistry {
             }
         }
         inner.subscribers.push(Subscriber { conn: conn.clone(), after_offset, filter });
+        self.announce(&inner, topic, conn, PresenceChange::Join);
         drop(inner);
         if conn.add_topic(topic) {
             self.metrics.subscriptions.increment(1.0);
@@ -244,6 +290,7 @@ impl TopicRegistry {
             let mut inner = entry.inner.lock();
             if let Some(i) = inner.subscribers.iter().position(|s| Arc::ptr_eq(&s.conn, conn)) {
                 inner.subscribers.swap_remove(i);
+                self.announce(&inner, topic, conn, PresenceChange::Leave);
             }
             inner.subscribers.is_empty() && inner.joiners.is_empty()
         };

@@ -68,6 +68,11 @@ pub enum ClientAction {
         /// Also store it as the topic's retained state.
         retain: bool,
     },
+    /// `presence`: who is subscribed to the topic.
+    Presence {
+        /// The topic.
+        topic: Topic,
+    },
     /// `request_status`.
     RequestStatus {
         /// The topic.
@@ -130,6 +135,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
         "unsubscribe" => params.topic().map(|topic| ClientAction::Unsubscribe { topic }),
         "publish" => params.publish(),
         "request_status" => params.topic().map(|topic| ClientAction::RequestStatus { topic }),
+        "presence" => params.topic().map(|topic| ClientAction::Presence { topic }),
         "ping" => Ok(ClientAction::Ping),
         "subscriptions" => Ok(ClientAction::Subscriptions),
         "refresh" => params.string("token").map(|token| ClientAction::Refresh { token }),
@@ -267,6 +273,7 @@ fn parse_since(v: &Value) -> Result<Since, String> {
 pub mod frames {
     use super::*;
     use crate::domain::StreamPosition;
+    use crate::hub::Presence;
 
     fn with_request_id(mut v: Value, request_id: Option<&str>) -> String {
         if let (Some(id), Value::Object(map)) = (request_id, &mut v) {
@@ -308,6 +315,14 @@ pub mod frames {
     pub fn status(topic: &Topic, state: Value, position: &StreamPosition, request_id: Option<&str>) -> String {
         with_request_id(
             json!({"type": "status", "topic": topic, "state": state, "offset": position.offset, "epoch": position.epoch.as_str()}),
+            request_id,
+        )
+    }
+
+    /// `presence`: the distinct users and the number of connections subscribed to `topic`.
+    pub fn presence(topic: &Topic, presence: &Presence, request_id: Option<&str>) -> String {
+        with_request_id(
+            json!({"type": "presence", "topic": topic, "users": presence.users, "connections": presence.connections}),
             request_id,
         )
     }

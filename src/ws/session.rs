@@ -124,6 +124,7 @@ impl Session {
             }
             ClientAction::Publish { topic, event, retain } => self.publish(topic, event, retain, rid).await,
             ClientAction::RequestStatus { topic } => self.request_status(topic, rid).await,
+            ClientAction::Presence { topic } => self.presence(topic, rid).await,
             ClientAction::Ping => self.reply(frames::pong(rid)),
             ClientAction::Subscriptions => self.reply(frames::subscriptions(&self.conn.topics(), rid)),
             ClientAction::Refresh { token } => self.refresh(&token, rid),
@@ -164,6 +165,16 @@ impl Session {
         let request = ReadRequest { retained: true, ..ReadRequest::default() };
         match self.state.hub.read(&topic, request).await {
             Ok(read) => self.reply(frames::status(&topic, read.retained_json(), &read.position, rid)),
+            Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
+        }
+    }
+
+    async fn presence(&mut self, topic: Topic, rid: Option<&str>) {
+        if !self.state.policy.may_subscribe(&self.identity, &topic) {
+            return self.error(ErrorCode::Authorization, &format!("not allowed to see who is in {topic}"), rid);
+        }
+        match self.state.hub.presence(&topic).await {
+            Ok(presence) => self.reply(frames::presence(&topic, &presence, rid)),
             Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
         }
     }

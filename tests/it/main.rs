@@ -16,6 +16,7 @@ mod history;
 mod limits;
 mod measure;
 mod ops;
+mod presence;
 mod protocol;
 mod rfc6455;
 mod routing;
