@@ -28,6 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use redb::Database;
@@ -41,6 +42,10 @@ use self::writer::{Append, Op, Writer};
 use super::config::RoutingConfig;
 use super::retry::RetryPolicy;
 use super::{ClientReplies, RoutedMessage, SinkHandle};
+
+/// How long `close` waits for the last handle on the store (a read finishing on a
+/// blocking thread, the writer thread ending).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the outbox did not take a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,7 +202,29 @@ impl Outbox {
         if self.inner.tx.send(Op::Close(done)).is_ok() {
             let _ = closed.await;
         }
-        self.inner.db.lock().take();
+        let db = self.inner.db.lock().take();
+        // The writer thread drops its handle just after answering, and a read started by a
+        // drainer may still hold one on a blocking thread: the file stays locked until the
+        // last handle goes, so wait for it (bounded) to keep "released when this returns".
+        if let Some(mut db) = db {
+            let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(shared) if tokio::time::Instant::now() < deadline => {
+                        db = shared;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(_) => {
+                        tracing::warn!("outbox store still in use at close; the file is released when that ends");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Reads up to `max` visible messages of `sink` from sequence `from` on, off the
