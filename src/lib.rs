@@ -7,7 +7,7 @@
 //! main.rs        the binary: CLI → config → telemetry → serve; exit codes
 //! cli.rs         command-line flags (serve | token | check-config | default-config)
 //! config/        one typed tree: defaults < TOML < env < flags; validate() before binding
-//! app.rs         composition root: builds broker, hub, auth from config; runs and shuts down
+//! app/           composition root: builds broker, hub, auth, sinks from config; runs and shuts down
 //! state.rs       what handlers and connection tasks share (trait objects only)
 //! shutdown.rs    signals; the fixed shutdown order
 //! telemetry.rs   JSON/text logs on stderr
@@ -18,7 +18,7 @@
 //! codec/         wire encoding of server frames: FrameText (shared bytes), encode_delivery
 //! auth/          Authenticator trait + JWT, API keys, topic ACL
 //! broker/        Broker trait (offsets, ordered hand-off to fan-out) + memory broker
-//! hub/           topic registry + fan-out, connection registry + admission, outbound queues
+//! hub/           topic registry + fan-out + presence, connection registry + directory, outbound queues
 //! sinks/         routed client messages: routes, sinks (sqs, http, redis_stream), retry, outbox
 //! listener/      accept loop, HTTP/1.1 until upgrade: handshake/idle timeouts, pending limits, file limit
 //! ws/            /ws: upgrade, per-connection reader/writer, protocol frames, close codes
