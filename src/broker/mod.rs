@@ -7,6 +7,7 @@
 
 mod memory;
 mod policy;
+pub mod redis;
 
 use std::time::Instant;
 

@@ -23,28 +23,64 @@ pub type FrameText = tokio_tungstenite::tungstenite::Utf8Bytes;
 pub fn encode_delivery(event: &Event, topic: &Topic, position: &StreamPosition) -> FrameText {
     let fields = event.fields();
     let mut out = Vec::with_capacity(128 + 2 * fields.len() * 16);
+    write_delivery_head(&mut out, topic);
+    out.extend_from_slice(position.offset.to_string().as_bytes());
+    write_delivery_tail(&mut out, event);
+    // The frame may live on in history: give back the capacity guessed above.
+    out.shrink_to_fit();
+    // serde_json only ever writes valid UTF-8.
+    FrameText::from(String::from_utf8(out).unwrap_or_default())
+}
+
+/// A delivered frame split around its offset, for a broker that assigns the offset
+/// elsewhere (the Redis publish script): `head + offset + tail` is exactly the frame
+/// [`encode_delivery`] gives for that offset, so the event is still encoded once, here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryParts {
+    /// `{"topic":"…","offset":` — everything before the offset's digits.
+    pub head: String,
+    /// `,"timestamp":"…",<publisher fields>}` — everything after them.
+    pub tail: String,
+}
+
+/// Encodes `event` for `topic` as [`DeliveryParts`] (the same bytes as [`encode_delivery`],
+/// minus the offset). The timestamp, when added, is taken now.
+pub fn encode_delivery_parts(event: &Event, topic: &Topic) -> DeliveryParts {
+    let mut head = Vec::with_capacity(32 + topic.as_str().len());
+    write_delivery_head(&mut head, topic);
+    let mut tail = Vec::with_capacity(64 + event.fields().len() * 32);
+    write_delivery_tail(&mut tail, event);
+    // serde_json only ever writes valid UTF-8.
+    DeliveryParts {
+        head: String::from_utf8(head).unwrap_or_default(),
+        tail: String::from_utf8(tail).unwrap_or_default(),
+    }
+}
+
+/// `{"topic":"…","offset":`
+fn write_delivery_head(out: &mut Vec<u8>, topic: &Topic) {
     out.push(b'{');
-    // Serializing a `&str`/`u64` into a Vec cannot fail; the fallbacks below are unreachable
-    // in practice and would only produce a still-valid, shorter frame.
-    let _ = write_field(&mut out, "topic", &Value::from(topic.as_str()));
-    out.push(b',');
-    let _ = write_field(&mut out, "offset", &Value::from(position.offset));
+    // Serializing a `&str` into a Vec cannot fail; the fallbacks here and below are
+    // unreachable in practice and would only produce a still-valid, shorter frame.
+    let _ = write_field(out, "topic", &Value::from(topic.as_str()));
+    out.extend_from_slice(b",\"offset\":");
+}
+
+/// `,"timestamp":"…",<publisher fields>}` (the timestamp only when the publisher gave none).
+fn write_delivery_tail(out: &mut Vec<u8>, event: &Event) {
+    let fields = event.fields();
     if !fields.contains_key("timestamp") {
         out.push(b',');
-        let _ = write_field(&mut out, "timestamp", &Value::from(now_rfc3339()));
+        let _ = write_field(out, "timestamp", &Value::from(now_rfc3339()));
     }
     for (key, value) in fields {
         if key == "topic" || key == "offset" {
             continue;
         }
         out.push(b',');
-        let _ = write_field(&mut out, key, value);
+        let _ = write_field(out, key, value);
     }
     out.push(b'}');
-    // The frame may live on in history: give back the capacity guessed above.
-    out.shrink_to_fit();
-    // serde_json only ever writes valid UTF-8.
-    FrameText::from(String::from_utf8(out).unwrap_or_default())
 }
 
 /// A presence change: `{"type":"join"|"leave","topic","userId","connectionId"}` (SPEC §9.1).
@@ -106,6 +142,19 @@ mod tests {
         let ts = frame["timestamp"].as_str().unwrap();
         assert!(OffsetDateTime::parse(ts, &Rfc3339).is_ok(), "{ts}");
         assert_eq!(ts.len(), "2026-01-15T10:00:00.120Z".len(), "{ts}");
+    }
+
+    #[test]
+    fn parts_around_the_offset_make_the_delivered_frame() {
+        let event = Event::from_value(json!({"type": "t", "timestamp": "2024-01-01T00:00:00Z", "s": "a\"}{"})).unwrap();
+        let topic = Topic::parse("job:1").unwrap();
+        let parts = encode_delivery_parts(&event, &topic);
+        for offset in [1, 42, u64::MAX] {
+            let pos = StreamPosition { offset, epoch: Epoch::new("e") };
+            let spliced = format!("{}{offset}{}", parts.head, parts.tail);
+            assert_eq!(spliced, encode_delivery(&event, &topic, &pos).as_str());
+        }
+        assert_eq!(parts.head, "{\"topic\":\"job:1\",\"offset\":");
     }
 
     #[test]

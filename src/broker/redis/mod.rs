@@ -1,0 +1,186 @@
+//! The Redis broker's storage layer: each topic's offset counter and epoch, its history
+//! (a Redis Stream) and its retained state, changed by one script per publish and read by
+//! one script per read.
+//!
+//! This module owns the key layout ([`keys`]), the Lua scripts and the message they
+//! publish ([`script`]), and [`RedisStore`], the typed API over them. It is not yet a
+//! [`super::Broker`]: receiving the published messages (SUBSCRIBE per watched topic),
+//! filling gaps and wiring into the configuration come on top of it.
+//!
+//! It must never encode a frame more than once per publish (the node encodes, the script
+//! only splices the offset in), never assign an offset outside the publish script (that is
+//! what keeps offsets consecutive across nodes), and never touch two topics in one script
+//! (every key of a script shares one hash tag, so it runs on Redis Cluster).
+//!
+//! Key lifetimes: the stream expires `history_ttl` after the topic's last publish and the
+//! retained state `retained_ttl` after it was set; the meta hash (offset, epoch) expires
+//! after the longest of those and [`StoreOptions::meta_ttl`], refreshed at every publish.
+//! Meta outlives both, so while any history or retained frame exists its offsets are still
+//! counted; when meta goes, the topic comes back with a new epoch and offsets from 1, which
+//! is exactly what a resuming reader must be told (never old offsets reused silently).
+
+pub mod keys;
+pub mod script;
+
+use std::time::Duration;
+
+use crate::broker::{HistoryPolicy, ReadFrom, ReadRequest, StoredEvent, TopicRead};
+use crate::codec::{FrameText, encode_delivery_parts};
+use crate::domain::{Epoch, Event, StreamPosition, Topic};
+
+pub use keys::TopicKeys;
+pub use script::ChannelMessage;
+
+/// A failure of the Redis store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis could not be reached or refused the command.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A script answered with something it never returns.
+    #[error("unexpected reply from redis: {0}")]
+    Reply(String),
+    /// The node id cannot be carried in a channel message (it contains a newline).
+    #[error("node id must not contain a newline")]
+    BadNodeId,
+}
+
+impl From<StoreError> for super::BrokerError {
+    fn from(error: StoreError) -> Self {
+        Self::Unavailable(error.to_string())
+    }
+}
+
+/// Settings of the store that are not per namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// How long a topic's offset and epoch are kept after its last publish, at least
+    /// (never less than its history and retained TTLs).
+    pub meta_ttl: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { meta_ttl: Duration::from_secs(30 * 24 * 3600) }
+    }
+}
+
+/// Topic offsets, history and retained state in Redis (one connection, multiplexed and
+/// reconnecting). Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ::redis::aio::ConnectionManager,
+    publish: ::redis::Script,
+    read: ::redis::Script,
+    options: StoreOptions,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port/db`).
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let client = ::redis::Client::open(url)?;
+        let conn = client.get_connection_manager().await?;
+        Ok(Self::new(conn, options))
+    }
+
+    /// A store over an existing connection.
+    pub fn new(conn: ::redis::aio::ConnectionManager, options: StoreOptions) -> Self {
+        Self { conn, publish: ::redis::Script::new(script::PUBLISH), read: ::redis::Script::new(script::READ), options }
+    }
+
+    /// Publishes `event` to `topic` in one round trip: the next offset, history per
+    /// `policy`, retained state with `retain`, and the frame on the topic's channel tagged
+    /// with `node_id`. Returns the event's position.
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        event: &Event,
+        retain: bool,
+        policy: &HistoryPolicy,
+        node_id: &str,
+    ) -> Result<StreamPosition, StoreError> {
+        if node_id.contains('\n') {
+            return Err(StoreError::BadNodeId);
+        }
+        let keys = TopicKeys::new(topic);
+        let parts = encode_delivery_parts(event, topic);
+        let history_size = if policy.keeps_history() { policy.size } else { 0 };
+        let retain = retain && !policy.retained_ttl.is_zero();
+        let mut conn = self.conn.clone();
+        let (offset, epoch): (u64, String) = self
+            .publish
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .key(&keys.retained)
+            .arg(Epoch::generate().as_str())
+            .arg(&parts.head)
+            .arg(&parts.tail)
+            .arg(history_size)
+            .arg(millis(policy.ttl))
+            .arg(self.meta_ttl_ms(policy))
+            .arg(if retain { "1" } else { "0" })
+            .arg(millis(policy.retained_ttl))
+            .arg(node_id)
+            .arg(&keys.channel)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(StreamPosition { offset, epoch: Epoch::new(&epoch) })
+    }
+
+    /// Reads `topic`'s position, events and retained state per `request`, at one instant
+    /// and in one round trip. A topic never seen gets its epoch here.
+    pub async fn read(&self, topic: &Topic, request: &ReadRequest) -> Result<TopicRead, StoreError> {
+        let keys = TopicKeys::new(topic);
+        let (mode, after, epoch) = match &request.from {
+            ReadFrom::Nothing => ("0", 0, String::new()),
+            ReadFrom::After { offset, epoch } => {
+                ("1", *offset, epoch.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default())
+            }
+        };
+        let mut conn = self.conn.clone();
+        let (offset, epoch, recovered, flat, retained): (u64, String, u8, Vec<String>, Option<String>) = self
+            .read
+            .key(&keys.meta)
+            .key(&keys.stream)
+            .key(&keys.retained)
+            .arg(Epoch::generate().as_str())
+            .arg(millis(self.options.meta_ttl).max(1))
+            .arg(mode)
+            .arg(after)
+            .arg(epoch)
+            .arg(request.limit)
+            .arg(if request.partial { "1" } else { "0" })
+            .arg(if request.retained { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await?;
+        let mut events = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let Some(offset) = flat.next() {
+            let frame = flat.next().ok_or_else(|| StoreError::Reply("odd event list".into()))?;
+            let offset = offset.parse().map_err(|_| StoreError::Reply(format!("bad event offset {offset:?}")))?;
+            events.push(StoredEvent { offset, frame: FrameText::from(frame) });
+        }
+        Ok(TopicRead {
+            position: StreamPosition { offset, epoch: Epoch::new(&epoch) },
+            events,
+            recovered: recovered == 1,
+            retained: retained.map(FrameText::from),
+        })
+    }
+
+    /// `topic`'s last assigned position (offset 0 before its first event).
+    pub async fn position(&self, topic: &Topic) -> Result<StreamPosition, StoreError> {
+        Ok(self.read(topic, &ReadRequest::default()).await?.position)
+    }
+
+    /// The meta hash's TTL for a publish under `policy`: it must outlive the history and
+    /// the retained state (see the module docs).
+    fn meta_ttl_ms(&self, policy: &HistoryPolicy) -> u64 {
+        millis(self.options.meta_ttl.max(policy.ttl).max(policy.retained_ttl)).max(1)
+    }
+}
+
+/// `duration` in whole milliseconds, at least 1 (Redis refuses a zero expiry), saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}

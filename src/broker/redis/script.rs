@@ -1,0 +1,138 @@
+//! The two Lua scripts of the Redis store and the pub/sub message the publish script
+//! sends.
+//!
+//! Both run with EVALSHA (falling back to EVAL when Redis does not know the script yet),
+//! so a publish or a read is one round trip and atomic: no other client sees the offset
+//! assigned but the event missing from history, or a read mixing two moments. All keys a
+//! script touches share the topic's hash tag (see [`super::keys`]), so they run on Redis
+//! Cluster too. The channel is passed as an argument, not a key: it is not a key, and it
+//! carries the same tag.
+
+/// One publish. Assigns the next offset, creates the epoch when the topic has none, appends
+/// to history, sets retained state, publishes the frame, and returns `{offset, epoch}`.
+///
+/// KEYS: 1 meta, 2 stream, 3 retained.
+/// ARGV: 1 epoch candidate, 2 frame head, 3 frame tail, 4 history size (0: no history),
+/// 5 history ttl ms, 6 meta ttl ms, 7 retain (`1`/`0`), 8 retained ttl ms, 9 publishing
+/// node id, 10 channel.
+///
+/// The frame is spliced as `head .. offset .. tail` (see
+/// [`crate::codec::encode_delivery_parts`]); `%d` keeps every offset below 2^53 in plain
+/// digits (Lua's default number format would switch to exponent notation above 10^14).
+/// A fresh epoch drops any stream left over from the lost one, so the new offsets,
+/// starting again at one, can be appended. The message on the channel is
+/// `<node id>\n<epoch>\n<offset>\n<frame>` (see [`ChannelMessage`]).
+pub const PUBLISH: &str = r"
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+local off = string.format('%d', offset)
+local frame = ARGV[2] .. off .. ARGV[3]
+if tonumber(ARGV[4]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], off .. '-0', 'f', frame)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[3], frame, 'PX', ARGV[8])
+end
+redis.call('PUBLISH', ARGV[10], ARGV[9] .. '\n' .. epoch .. '\n' .. off .. '\n' .. frame)
+return {offset, epoch}
+";
+
+/// One read: position, the events after an offset, and the retained state, at one
+/// instant. A topic without an epoch gets one here (the candidate), so that a reader's
+/// position stays valid when the first publish comes.
+///
+/// KEYS: 1 meta, 2 stream, 3 retained.
+/// ARGV: 1 epoch candidate, 2 meta ttl ms, 3 mode (`0`: no events, `1`: after an offset),
+/// 4 the reader's offset, 5 the reader's epoch (empty: the current one), 6 limit,
+/// 7 partial (`1`/`0`), 8 retained (`1`/`0`).
+///
+/// Returns `{offset, epoch, recovered (0/1), {offset, frame, offset, frame, …}, retained
+/// frame or nil}`. Recovered means the same epoch, an offset not in the future, and the
+/// stream still holding the event right after it (nothing trimmed or expired in between);
+/// events come back when recovered, or with partial (from the start of history when the
+/// epoch differs), like the memory broker's read.
+pub const READ: &str = r"
+local meta = redis.call('HMGET', KEYS[1], 'offset', 'epoch')
+local offset = tonumber(meta[1]) or 0
+local epoch = meta[2]
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', offset)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+end
+local recovered = 0
+local events = {}
+if ARGV[3] == '1' then
+  local same = ARGV[5] == '' or ARGV[5] == epoch
+  local after = 0
+  if same then after = tonumber(ARGV[4]) end
+  if after <= offset then
+    local limit = tonumber(ARGV[6])
+    local entries = {}
+    if after < offset then
+      local count = limit
+      if count < 1 then count = 1 end
+      entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', after + 1), '+', 'COUNT', count)
+    end
+    local first = entries[1] and tonumber(string.match(entries[1][1], '^(%d+)'))
+    if same and (after == offset or first == after + 1) then recovered = 1 end
+    if recovered == 1 or ARGV[7] == '1' then
+      for i = 1, math.min(#entries, limit) do
+        local entry = entries[i]
+        events[#events + 1] = string.match(entry[1], '^(%d+)')
+        events[#events + 1] = entry[2][2]
+      end
+    end
+  end
+end
+local retained = false
+if ARGV[8] == '1' then retained = redis.call('GET', KEYS[3]) end
+return {offset, epoch, recovered, events, retained}
+";
+
+/// What the publish script sends on a topic's channel:
+/// `<node id>\n<epoch>\n<offset>\n<frame>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelMessage<'a> {
+    /// The node that published (it skips its own echo).
+    pub node_id: &'a str,
+    /// The topic's epoch at the publish.
+    pub epoch: &'a str,
+    /// The event's offset.
+    pub offset: u64,
+    /// The delivered frame.
+    pub frame: &'a str,
+}
+
+impl<'a> ChannelMessage<'a> {
+    /// Parses a message payload; `None` when it is not one of ours.
+    pub fn parse(payload: &'a str) -> Option<Self> {
+        let mut parts = payload.splitn(4, '\n');
+        let node_id = parts.next()?;
+        let epoch = parts.next()?;
+        let offset = parts.next()?.parse().ok()?;
+        let frame = parts.next()?;
+        Some(Self { node_id, epoch, offset, frame })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_channel_messages() {
+        let msg = ChannelMessage::parse("n1\nabc\n42\n{\"a\":\"x\\ny\"}").unwrap();
+        assert_eq!(msg, ChannelMessage { node_id: "n1", epoch: "abc", offset: 42, frame: "{\"a\":\"x\\ny\"}" });
+        assert!(ChannelMessage::parse("n1\nabc\nx\n{}").is_none());
+        assert!(ChannelMessage::parse("n1\nabc\n1").is_none());
+    }
+}
