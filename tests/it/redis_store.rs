@@ -241,3 +241,30 @@ async fn redis_store_publish_is_one_round_trip() {
     store.read(&topic, &ReadRequest { retained: true, ..after(40, None, false) }).await.unwrap();
     assert_eq!(calls(&mut conn, "evalsha").await - before, 1);
 }
+
+#[tokio::test]
+async fn redis_store_splices_large_offsets_as_plain_digits() {
+    let redis = Redis::start();
+    let store = store(&redis).await;
+    let topic = Topic::parse("job:big").unwrap();
+    let first = store.publish(&topic, &event(1), false, &policy(10), NODE).await.unwrap();
+    // Lua's default number format would write 10^15 + 1 as 1e+15.
+    let big: u64 = 1_000_000_000_000_000;
+    let () = redis::cmd("HSET")
+        .arg(TopicKeys::new(&topic).meta)
+        .arg("offset")
+        .arg(big)
+        .query_async(&mut plain(&redis).await)
+        .await
+        .unwrap();
+    let position = store.publish(&topic, &event(2), true, &policy(10), NODE).await.unwrap();
+    assert_eq!(position.offset, big + 1);
+    assert_eq!(position.epoch, first.epoch);
+    let read = store.read(&topic, &ReadRequest { retained: true, ..after(big, None, false) }).await.unwrap();
+    assert!(read.recovered);
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(read.events[0].offset, big + 1);
+    let expected = encode_delivery(&event(2), &topic, &position);
+    assert_eq!(read.events[0].frame.as_str(), expected.as_str());
+    assert_eq!(read.retained.unwrap().as_str(), expected.as_str());
+}
