@@ -279,13 +279,17 @@ impl Edge {
     }
 }
 
+/// The SPEC error body (the shape `/ws` refusals use) for `code` and `message`.
+fn error_body(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "error", "code": code, "message": message,
+        "error": {"code": code, "message": message},
+    })
+}
+
 /// The answer on the priority lane for anything but the ops routes.
 fn at_file_limit() -> Response {
-    let message = "server is at its open-file limit; try again shortly";
-    let body = serde_json::json!({
-        "type": "error", "code": "SERVICE_UNAVAILABLE", "message": message,
-        "error": {"code": "SERVICE_UNAVAILABLE", "message": message},
-    });
+    let body = error_body("SERVICE_UNAVAILABLE", "server is at its open-file limit; try again shortly");
     let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     response
@@ -294,27 +298,22 @@ fn at_file_limit() -> Response {
 /// Tells a connection refused at accept why, if its socket takes the bytes at once (it
 /// is closed right after either way; this never waits).
 fn refuse_at_accept(stream: &TcpStream, refusal: PendingRefusal) {
-    let _ = stream.try_write(refusal_bytes(refusal));
+    let _ = stream.try_write(&refusal_bytes(refusal));
 }
 
-/// The whole HTTP answer to a connection refused at accept.
-fn refusal_bytes(refusal: PendingRefusal) -> &'static [u8] {
-    match refusal {
-        PendingRefusal::PerIp => concat!(
-            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\n",
-            "content-length: 186\r\n\r\n",
-            r#"{"type":"error","code":"RATE_LIMIT_EXCEEDED","message":"too many connections from your address","#,
-            r#""error":{"code":"RATE_LIMIT_EXCEEDED","message":"too many connections from your address"}}"#,
-        )
-        .as_bytes(),
-        PendingRefusal::Full => concat!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n",
-            "retry-after: 1\r\ncontent-length: 184\r\n\r\n",
-            r#"{"type":"error","code":"SERVICE_UNAVAILABLE","message":"too many connections are being opened","#,
-            r#""error":{"code":"SERVICE_UNAVAILABLE","message":"too many connections are being opened"}}"#,
-        )
-        .as_bytes(),
-    }
+/// The whole HTTP answer to a connection refused at accept (written by hand: hyper never
+/// sees these connections).
+fn refusal_bytes(refusal: PendingRefusal) -> Vec<u8> {
+    let (status, extra, code) = match refusal {
+        PendingRefusal::PerIp => ("429 Too Many Requests", "", "RATE_LIMIT_EXCEEDED"),
+        PendingRefusal::Full => ("503 Service Unavailable", "retry-after: 1\r\n", "SERVICE_UNAVAILABLE"),
+    };
+    let body = error_body(code, &refusal.to_string()).to_string();
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}content-length: {}\r\n\r\n",
+        body.len()
+    );
+    [head.into_bytes(), body.into_bytes()].concat()
 }
 
 #[cfg(test)]
@@ -333,7 +332,8 @@ mod tests {
         for (refusal, code) in
             [(PendingRefusal::PerIp, "RATE_LIMIT_EXCEEDED"), (PendingRefusal::Full, "SERVICE_UNAVAILABLE")]
         {
-            let (length, body) = body_of(refusal_bytes(refusal));
+            let bytes = refusal_bytes(refusal);
+            let (length, body) = body_of(&bytes);
             assert_eq!(length, body.len(), "content-length of the {code} answer");
             let json: serde_json::Value = serde_json::from_slice(body).unwrap();
             assert_eq!(json["code"], code);

@@ -19,10 +19,10 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PendingRefusal {
     /// Its IP already holds `http.max_pending_connections_per_ip`.
-    #[error("too many connections from this address")]
+    #[error("too many unfinished connections from this address; finish or close them and retry")]
     PerIp,
     /// `http.max_pending_connections` are held and every one is serving a request.
-    #[error("server is at its pending-connection limit")]
+    #[error("server is at its pending-connection limit; retry shortly")]
     Full,
 }
 

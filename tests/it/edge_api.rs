@@ -203,6 +203,19 @@ async fn connect_time_replies_at_the_limit_never_count_as_slow_consumption() {
     assert_eq!(metric(metrics.as_str().unwrap(), "signalbox_slow_consumer_disconnects_total"), 0.0);
 }
 
+/// Retains a 100 KB state in each of `job:big0` … `job:big99` (10 MB in all, far more than
+/// the socket buffers hold); returns the query string that subscribes to all of them.
+async fn retain_big_states(gw: &TestGateway) -> String {
+    let api = gw.http();
+    let pad = "r".repeat(100 * 1024);
+    for i in 0..100 {
+        let body = json!({"topic": format!("job:big{i}"), "event": {"type": "state", "pad": pad}, "retain": true});
+        assert_eq!(api.post("/api/publish", body).await.0, 200);
+    }
+    let query: Vec<String> = (0..100).map(|i| format!("job_id=big{i}")).collect();
+    format!("?{}", query.join("&"))
+}
+
 #[tokio::test]
 async fn connect_time_replies_wait_for_a_client_that_reads_late() {
     let gw = TestGateway::spawn_with(|c| {
@@ -214,13 +227,8 @@ async fn connect_time_replies_wait_for_a_client_that_reads_late() {
     // 100 retained states of 100 KB: 10 MB of connect-time frames, far more than the
     // socket buffers hold, so the server has to wait for this client to read.
     let api = gw.http();
-    let pad = "r".repeat(100 * 1024);
-    for i in 0..100 {
-        let body = json!({"topic": format!("job:big{i}"), "event": {"type": "state", "pad": pad}, "retain": true});
-        assert_eq!(api.post("/api/publish", body).await.0, 200);
-    }
-    let query: Vec<String> = (0..100).map(|i| format!("job_id=big{i}")).collect();
-    let url = gw.ws_url(&format!("?{}", query.join("&")));
+    let query = retain_big_states(&gw).await;
+    let url = gw.ws_url(&query);
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut c = Client { ws, connected: Value::Null };
@@ -246,13 +254,8 @@ async fn a_connection_closed_while_its_connect_time_replies_wait_closes_cleanly(
     })
     .await;
     let api = gw.http();
-    let pad = "r".repeat(100 * 1024);
-    for i in 0..100 {
-        let body = json!({"topic": format!("job:big{i}"), "event": {"type": "state", "pad": pad}, "retain": true});
-        assert_eq!(api.post("/api/publish", body).await.0, 200);
-    }
-    let query: Vec<String> = (0..100).map(|i| format!("job_id=big{i}")).collect();
-    let (ws, _) = tokio_tungstenite::connect_async(gw.ws_url(&format!("?{}", query.join("&")))).await.unwrap();
+    let query = retain_big_states(&gw).await;
+    let (ws, _) = tokio_tungstenite::connect_async(gw.ws_url(&query)).await.unwrap();
     // The client reads nothing yet: the server is waiting for it in the middle of its
     // connect-time subscriptions.
     let id = tokio::time::timeout(WAIT, async {

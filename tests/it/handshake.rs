@@ -151,49 +151,28 @@ async fn version_8_gets_426_naming_version_13() {
     assert_eq!(metric(text.as_str().unwrap(), r#"signalbox_errors_total{code="VALIDATION_ERROR"}"#), 1.0);
 }
 
+/// Each malformed handshake, with the status it must get: the JSON error shape every time,
+/// and the supported version on a `426`.
 #[tokio::test]
-async fn a_missing_version_gets_426() {
+async fn malformed_handshakes_are_refused_with_the_right_status() {
     let gw = TestGateway::spawn().await;
-    let headers = with(upgrade_headers(&gw), "Sec-WebSocket-Version", None);
-    let (_, response) = raw_request(&gw, "GET", &ws_path(&gw, "u1"), &headers).await;
-    assert_validation_error(&response, 426);
-    assert_eq!(response.headers["sec-websocket-version"], "13");
-}
-
-#[tokio::test]
-async fn a_key_that_is_not_base64_gets_400() {
-    let gw = TestGateway::spawn().await;
-    let headers = with(upgrade_headers(&gw), "Sec-WebSocket-Key", Some("abc"));
-    let (_, response) = raw_request(&gw, "GET", &ws_path(&gw, "u1"), &headers).await;
-    assert_validation_error(&response, 400);
-}
-
-#[tokio::test]
-async fn a_key_of_15_bytes_gets_400() {
-    let gw = TestGateway::spawn().await;
-    // base64 of the 15 bytes "fifteen bytes!!".
-    let headers = with(upgrade_headers(&gw), "Sec-WebSocket-Key", Some("ZmlmdGVlbiBieXRlcyEh"));
-    let (_, response) = raw_request(&gw, "GET", &ws_path(&gw, "u1"), &headers).await;
-    assert_validation_error(&response, 400);
-}
-
-#[tokio::test]
-async fn a_missing_key_gets_400() {
-    let gw = TestGateway::spawn().await;
-    let headers = with(upgrade_headers(&gw), "Sec-WebSocket-Key", None);
-    let (_, response) = raw_request(&gw, "GET", &ws_path(&gw, "u1"), &headers).await;
-    assert_validation_error(&response, 400);
-}
-
-#[tokio::test]
-async fn a_request_that_is_not_an_upgrade_gets_400() {
-    let gw = TestGateway::spawn().await;
-    let headers = with(upgrade_headers(&gw), "Connection", Some("keep-alive"));
-    let (_, response) = raw_request(&gw, "GET", &ws_path(&gw, "u1"), &headers).await;
-    assert_validation_error(&response, 400);
-    let headers = with(upgrade_headers(&gw), "Upgrade", Some("h2c"));
-    let (_, response) = raw_request(&gw, "GET", &ws_path(&gw, "u1"), &headers).await;
-    assert_validation_error(&response, 400);
+    let cases: [(&str, Option<&str>, u16); 6] = [
+        ("Sec-WebSocket-Version", None, 426),
+        ("Sec-WebSocket-Key", Some("abc"), 400),
+        // base64 of the 15 bytes "fifteen bytes!!".
+        ("Sec-WebSocket-Key", Some("ZmlmdGVlbiBieXRlcyEh"), 400),
+        ("Sec-WebSocket-Key", None, 400),
+        ("Connection", Some("keep-alive"), 400),
+        ("Upgrade", Some("h2c"), 400),
+    ];
+    for (header, value, status) in cases {
+        let headers = with(upgrade_headers(&gw), header, value);
+        let (_, response) = raw_request(&gw, "GET", &ws_path(&gw, "u1"), &headers).await;
+        assert_validation_error(&response, status);
+        if status == 426 {
+            assert_eq!(response.headers["sec-websocket-version"], "13", "{header}: {value:?}");
+        }
+    }
 }
 
 #[tokio::test]
