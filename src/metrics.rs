@@ -30,6 +30,20 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Connections closed with 4008 because their send queue overflowed.",
     ),
     ("signalbox_sink_messages_total", "counter", "Routed client messages by sink and outcome."),
+    ("signalbox_broker_up", "gauge", "1 when the last check reached the broker (the memory broker always)."),
+    ("signalbox_broker_round_trip_seconds", "gauge", "Round trip of the last broker check (Redis)."),
+    (
+        "signalbox_broker_subscriptions",
+        "gauge",
+        "Topics this node receives from the broker (Redis pub/sub channels held).",
+    ),
+    ("signalbox_broker_gaps_filled_total", "counter", "Gaps in a topic's sequence filled from the topic's history."),
+    (
+        "signalbox_broker_resyncs_total",
+        "counter",
+        "Topics whose local subscribers were closed with 1012 (history lost or no longer covering a gap).",
+    ),
+    ("signalbox_broker_reconnects_total", "counter", "Lost or silent broker pub/sub connections replaced."),
     ("signalbox_connection_duration_seconds", "histogram", "How long connections stayed open."),
     ("signalbox_errors_total", "counter", "Error frames and API errors sent, by code."),
     ("signalbox_connections_refused_total", "counter", "WebSocket upgrades refused, by reason."),
@@ -128,6 +142,17 @@ pub struct Handles {
     pub pending_connections: Gauge,
     shed: Vec<(&'static str, Counter)>,
     accept_errors: Vec<(&'static str, Counter)>,
+    broker: BrokerHandles,
+}
+
+/// The broker's metrics, set from its status when `/metrics` is rendered.
+struct BrokerHandles {
+    up: Gauge,
+    round_trip: Gauge,
+    subscriptions: Gauge,
+    gaps_filled: Counter,
+    resyncs: Counter,
+    reconnects: Counter,
 }
 
 impl Handles {
@@ -218,6 +243,14 @@ impl Metrics {
                 .iter()
                 .map(|k| (*k, labelled("signalbox_accept_errors_total", "kind", k)))
                 .collect(),
+            broker: BrokerHandles {
+                up: recorder.register_gauge(&key("signalbox_broker_up"), &meta),
+                round_trip: recorder.register_gauge(&key("signalbox_broker_round_trip_seconds"), &meta),
+                subscriptions: recorder.register_gauge(&key("signalbox_broker_subscriptions"), &meta),
+                gaps_filled: counter("signalbox_broker_gaps_filled_total"),
+                resyncs: counter("signalbox_broker_resyncs_total"),
+                reconnects: counter("signalbox_broker_reconnects_total"),
+            },
         };
         handles.pending_connections.set(0.0);
         handles.connections.set(0.0);
@@ -263,6 +296,17 @@ impl Metrics {
             }
         }
         text
+    }
+
+    /// Sets the broker's metrics from its status (before a render).
+    pub fn record_broker(&self, status: &crate::broker::BrokerStatus) {
+        let broker = &self.inner.broker;
+        broker.up.set(if status.reachable { 1.0 } else { 0.0 });
+        broker.round_trip.set(status.round_trip_ms.unwrap_or(0.0) / 1000.0);
+        broker.subscriptions.set(status.subscriptions.unwrap_or(0) as f64);
+        broker.gaps_filled.absolute(status.gaps_filled.unwrap_or(0));
+        broker.resyncs.absolute(status.resyncs.unwrap_or(0));
+        broker.reconnects.absolute(status.reconnects.unwrap_or(0));
     }
 
     /// Drains histogram samples into their buckets. The exporter keeps raw samples until

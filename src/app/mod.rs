@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
-use crate::broker::{HistoryLimits, MemoryBroker};
+use crate::broker::redis::{RedisBroker, StoreError, Target};
+use crate::broker::{Broker, HistoryLimits, MemoryBroker};
 use crate::config::Config;
 use crate::hub::{CloseReason, ConnectionDirectory, ConnectionRegistry, Hub, LocalDirectory, TopicRegistry};
 use crate::metrics::Metrics;
@@ -33,13 +34,30 @@ pub enum BuildError {
     /// Sinks, routes or the outbox could not be set up.
     #[error(transparent)]
     Routing(#[from] routing::RoutingBuildError),
+    /// The Redis broker could not be set up.
+    #[error("invalid setting broker (SIGNALBOX_BROKER): {0}")]
+    Broker(#[from] StoreError),
+}
+
+/// The broker's Redis target, parsed from `broker` (`None` for the memory broker).
+pub fn broker_target(config: &Config) -> Result<Option<Target>, BuildError> {
+    if config.broker == "memory" {
+        return Ok(None);
+    }
+    Target::parse(&config.broker).map(Some).map_err(|e| BuildError::Broker(e.into()))
+}
+
+/// The broker the gateway runs, with what its upkeep needs.
+enum BrokerKind {
+    Memory(Arc<MemoryBroker>),
+    Redis(Arc<RedisBroker>),
 }
 
 /// A gateway built from configuration, not yet serving.
 pub struct Gateway {
     state: AppState,
-    /// Background upkeep of the embedded broker (history expiry), when it is the broker.
-    memory_broker: Option<Arc<MemoryBroker>>,
+    /// The broker, for its background task (history expiry, or the Redis subscriber).
+    broker: BrokerKind,
 }
 
 impl Gateway {
@@ -47,6 +65,7 @@ impl Gateway {
     /// backend is contacted; the outbox (if configured) is opened and locked.
     pub async fn build(config: Config) -> Result<Self, BuildError> {
         config.validate()?;
+        let target = broker_target(&config)?;
         let metrics = Metrics::new();
         let authenticator: Arc<dyn Authenticator> =
             if config.auth.jwt_secret.is_some() || config.auth.jwt_public_key_file.is_some() {
@@ -59,10 +78,21 @@ impl Gateway {
         let topics =
             Arc::new(TopicRegistry::new(limits.max_subscriptions, metrics.clone()).with_join_leave(join_leave));
         let connections = Arc::new(ConnectionRegistry::new(limits.max_connections, limits.max_connections_per_ip));
-        let broker = Arc::new(MemoryBroker::new(topics.clone(), HistoryLimits::from_config(&config)));
+        let limits = HistoryLimits::from_config(&config);
+        let (broker, kind): (Arc<dyn Broker>, _) = match target {
+            None => {
+                let memory = Arc::new(MemoryBroker::new(topics.clone(), limits));
+                (memory.clone(), BrokerKind::Memory(memory))
+            }
+            Some(target) => {
+                let redis = Arc::new(RedisBroker::connect(target, topics.clone(), limits).await?);
+                tracing::info!(node = redis.node_id(), "broker: Redis");
+                (redis.clone(), BrokerKind::Redis(redis))
+            }
+        };
         let directory: Arc<dyn ConnectionDirectory> = Arc::new(LocalDirectory::new(connections.clone()));
         let replies = Arc::new(ConnectionReplies::new(directory.clone()));
-        let hub = Hub::new(topics, connections, broker.clone(), metrics.clone());
+        let hub = Hub::new(topics, connections, broker, metrics.clone());
         let sinks = routing::build_sinks(&config, &metrics).await?;
         let dispatcher = Arc::new(routing::build_dispatcher(&config, sinks, replies)?);
         warn_about_replays_beyond_the_send_queue(&config);
@@ -73,7 +103,7 @@ impl Gateway {
             );
         }
         let state = AppState::new(config, hub, directory, authenticator, metrics, dispatcher, CancellationToken::new());
-        Ok(Self { state, memory_broker: Some(broker) })
+        Ok(Self { state, broker: kind })
     }
 
     /// The shared state (for tests and embedding).
@@ -88,9 +118,10 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state;
-        if let Some(broker) = self.memory_broker {
-            tokio::spawn(broker.run_sweeper(state.shutdown.clone()));
-        }
+        let broker_task = match self.broker {
+            BrokerKind::Memory(broker) => tokio::spawn(broker.run_sweeper(state.shutdown.clone())),
+            BrokerKind::Redis(broker) => tokio::spawn(broker.run(state.shutdown.clone())),
+        };
         let stop_accepting = CancellationToken::new();
         let router = crate::http_api::router(state.clone());
         // Ready before the first accept: the binary prints its "listening" line before
@@ -142,6 +173,7 @@ impl Gateway {
         };
         routing::flush_outbox(&state.dispatcher, &drainers, stop_drainers, deadline).await;
         upkeep.abort();
+        broker_task.abort();
         liveness.abort();
         health_checks.abort();
         tracing::info!("shutdown complete");

@@ -35,9 +35,14 @@ pub enum RoutingBuildError {
 /// found, one line per sink and route.
 pub async fn check(config: &Config) -> Result<Vec<String>, crate::app::BuildError> {
     config.validate()?;
+    let broker = super::broker_target(config)?;
     let sinks = build_sinks(config, &Metrics::new()).await?;
     Router::new(&config.routes).map_err(RoutingBuildError::from)?;
-    let mut lines = Vec::new();
+    let mut lines = vec![match &broker {
+        None => "broker memory (this node only)".to_owned(),
+        Some(target) if target.is_cluster() => "broker Redis Cluster (sharded pub/sub)".to_owned(),
+        Some(_) => "broker Redis".to_owned(),
+    }];
     for sink in &sinks {
         lines.push(format!("sink {} ({})", sink.name, sink.kind));
     }

@@ -103,6 +103,11 @@ impl TopicRead {
 /// topic alternate (watch, unwatch, watch, …) in call order.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
+    /// What `/ready` and `/metrics` show about the broker.
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus::default()
+    }
+
     /// Publishes `event` to `topic`; with `retain`, it also becomes the topic's state.
     async fn publish(&self, topic: &Topic, event: Event, retain: bool) -> Result<StreamPosition, BrokerError>;
 
@@ -137,6 +142,30 @@ pub trait Broker: Send + Sync + 'static {
     fn unwatch(&self, _topic: &Topic) {}
 }
 
+/// The broker as `/ready` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BrokerStatus {
+    /// `memory`, `redis` or `redis-cluster`.
+    pub kind: &'static str,
+    /// Whether the last check reached it.
+    pub reachable: bool,
+    /// The last check's round trip, in milliseconds (remote brokers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round_trip_ms: Option<f64>,
+    /// Topics this node receives from the broker (remote brokers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<usize>,
+    /// Gaps in a topic's sequence filled from history, since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaps_filled: Option<u64>,
+    /// Topics whose subscribers had to be closed with `1012`, since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resyncs: Option<u64>,
+    /// Restarts of the pub/sub connection (lost or silent), since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconnects: Option<u64>,
+}
+
 /// One published event on its way to local subscribers.
 pub struct Delivery<'a> {
     /// The topic it was published to.
@@ -166,4 +195,11 @@ pub trait Fanout: Send + Sync + 'static {
     /// Whether any local connection holds or is joining `topic`: a broker must not forget
     /// such a topic's offsets (they would restart under the subscriber's feet).
     fn is_watched(&self, topic: &Topic) -> bool;
+
+    /// The broker lost continuity on `topic` (its epoch changed, or a gap can no longer be
+    /// filled): every local subscriber and joiner of it is closed with `1012` (they
+    /// reconnect and resume, learning what was lost), and the last delivered offset is
+    /// forgotten so the topic's new offsets are delivered to whoever subscribes next.
+    /// Must never block.
+    fn resync(&self, topic: &Topic);
 }

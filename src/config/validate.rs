@@ -38,13 +38,13 @@ impl Config {
                 "every API key must be at least 8 characters",
             ));
         }
-        if self.broker != "memory" {
-            let message = if self.broker.starts_with("redis://") || self.broker.starts_with("rediss://") {
-                "the Redis broker is not available in this version yet; use `memory`"
-            } else {
-                "expected `memory` or a redis:// URL"
-            };
-            return Err(ConfigError::invalid("broker (SIGNALBOX_BROKER)", message));
+        // The URL itself is parsed when the broker is built (same setting named).
+        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
+        if self.broker != "memory" && !SCHEMES.iter().any(|s| self.broker.starts_with(s)) {
+            return Err(ConfigError::invalid(
+                "broker (SIGNALBOX_BROKER)",
+                "expected `memory`, redis://[user:password@]host:port[/db], rediss://…, redis+cluster://host:port[,host:port…] or rediss+cluster://…",
+            ));
         }
         for origin in &self.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {

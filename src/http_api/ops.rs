@@ -51,7 +51,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         (StatusCode::OK, "ready".to_owned())
     };
-    let mut body = serde_json::json!({"status": reason});
+    let mut body = serde_json::json!({"status": reason, "broker": state.hub.broker_status()});
     if !sinks.is_empty() {
         body["sinks"] = sinks.into();
     }
@@ -63,5 +63,6 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.record_broker(&state.hub.broker_status());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

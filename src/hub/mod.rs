@@ -97,4 +97,9 @@ impl Hub {
     pub async fn broker_ready(&self) -> bool {
         self.broker.ping().await.is_ok()
     }
+
+    /// The broker as `/ready` and `/metrics` show it.
+    pub fn broker_status(&self) -> crate::broker::BrokerStatus {
+        self.broker.status()
+    }
 }

@@ -53,6 +53,9 @@ pub enum CloseReason {
     SlowConsumer,
     /// A backend closed it through the API (1000).
     ClosedByBackend,
+    /// The broker could not keep a subscribed topic continuous (history lost, or a gap the
+    /// stream no longer covers): the client should reconnect and resume (1012).
+    Resync,
     /// The client stopped answering pings: the socket is dropped without a close frame.
     HeartbeatTimeout,
     /// The client closed the connection or the socket failed: nothing more to send.

@@ -27,7 +27,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
-use super::{ConnectionHandle, OutboundFrame, SharedFrame};
+use super::{CloseReason, ConnectionHandle, OutboundFrame, SharedFrame};
 use crate::broker::{Broker, BrokerError, Delivery, Fanout, ReadFrom, ReadRequest};
 use crate::codec::{FrameText, PresenceChange, mark_retained, presence_change};
 use crate::domain::{Epoch, Filter, StreamPosition, Topic};
@@ -348,6 +348,24 @@ impl Fanout for TopicRegistry {
 
     fn is_watched(&self, topic: &Topic) -> bool {
         self.topics.contains_key(topic)
+    }
+
+    fn resync(&self, topic: &Topic) {
+        let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
+            return;
+        };
+        let mut inner = entry.inner.lock();
+        inner.last_offset = 0;
+        // They stay listed until their connection detaches (the normal leave), but get
+        // nothing more: what follows belongs to a sequence they must resume into.
+        for sub in &mut inner.subscribers {
+            sub.after_offset = u64::MAX;
+            sub.conn.close(CloseReason::Resync);
+        }
+        for joiner in &mut inner.joiners {
+            joiner.buffered.clear();
+            joiner.conn.close(CloseReason::Resync);
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub fn close_code(reason: CloseReason) -> Option<(u16, &'static str)> {
         CloseReason::TokenExpired => Some((4001, "token expired")),
         CloseReason::SlowConsumer => Some((4008, "slow consumer")),
         CloseReason::ClosedByBackend => Some((1000, "closed by backend")),
+        CloseReason::Resync => Some((1012, "resynchronise: reconnect and resume")),
         CloseReason::HeartbeatTimeout | CloseReason::ClientGone => None,
     }
 }

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use self::eviction::Eviction;
 use self::stream::Stream;
-use super::{Broker, BrokerError, Delivery, Fanout, HistoryLimits, ReadRequest, TopicRead};
+use super::{Broker, BrokerError, BrokerStatus, Delivery, Fanout, HistoryLimits, ReadRequest, TopicRead};
 use crate::codec::encode_delivery;
 use crate::domain::{Event, StreamPosition, Topic};
 
@@ -156,6 +156,10 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus { kind: "memory", reachable: true, ..BrokerStatus::default() }
+    }
+
     async fn publish(&self, topic: &Topic, event: Event, retain: bool) -> Result<StreamPosition, BrokerError> {
         let published_at = Instant::now();
         let now = self.now_ms();

@@ -23,6 +23,7 @@ impl Fanout for Recorder {
     fn is_watched(&self, _: &Topic) -> bool {
         self.watched.load(Ordering::Relaxed)
     }
+    fn resync(&self, _: &Topic) {}
 }
 
 fn policy(size: usize, ttl: Duration) -> HistoryPolicy {

@@ -37,6 +37,18 @@ impl TopicKeys {
     }
 }
 
+/// The topic whose channel is `channel` (`sb:{<topic>}`), as text; `None` for any other
+/// channel.
+pub fn topic_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("sb:{")?.strip_suffix('}')
+}
+
+/// `sbn:{<node id>}`: the channel of one node (its liveness probe and the commands other
+/// nodes send it). Its own prefix, so no topic's channel can ever equal it.
+pub fn node_channel(node_id: &str) -> String {
+    format!("{PREFIX}n:{{{node_id}}}")
+}
+
 /// The Redis Cluster hash tag of a key: the text between its first `{` and the next
 /// `}`, when not empty (the rule Redis applies to pick a key's slot).
 pub fn hash_tag(key: &str) -> Option<&str> {
@@ -61,6 +73,16 @@ mod tests {
             assert_eq!(keys.meta, format!("sb:{{{raw}}}:meta"));
             assert_eq!(keys.channel, format!("sb:{{{raw}}}"));
         }
+    }
+
+    #[test]
+    fn channels_map_back_to_topics_and_node_channels_never_collide() {
+        let topic = Topic::parse("node:abc").unwrap();
+        let keys = TopicKeys::new(&topic);
+        assert_eq!(topic_of_channel(&keys.channel), Some("node:abc"));
+        assert_ne!(node_channel("abc"), keys.channel);
+        assert_eq!(topic_of_channel(&node_channel("abc")), None);
+        assert_eq!(hash_tag(&node_channel("n1")), Some("n1"));
     }
 
     #[test]

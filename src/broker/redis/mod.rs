@@ -3,9 +3,9 @@
 //! one script per read.
 //!
 //! This module owns the key layout ([`keys`]), the Lua scripts and the message they
-//! publish ([`script`]), and [`RedisStore`], the typed API over them. It is not yet a
-//! [`super::Broker`]: receiving the published messages (SUBSCRIBE per watched topic),
-//! filling gaps and wiring into the configuration come on top of it.
+//! publish ([`script`]), [`RedisStore`], the typed API over them, the connections
+//! ([`conn`]), and [`RedisBroker`]: the [`super::Broker`] on top, which receives the
+//! published messages (`subscriber`) and delivers each topic in order (`sequencer`).
 //!
 //! It must never encode a frame more than once per publish (the node encodes, the script
 //! only splices the offset in), never assign an offset outside the publish script (that is
@@ -19,8 +19,12 @@
 //! counted; when meta goes, the topic comes back with a new epoch and offsets from 1, which
 //! is exactly what a resuming reader must be told (never old offsets reused silently).
 
+mod broker;
+pub mod conn;
 pub mod keys;
 pub mod script;
+mod sequencer;
+mod subscriber;
 
 use std::time::Duration;
 
@@ -28,6 +32,8 @@ use crate::broker::{HistoryPolicy, ReadFrom, ReadRequest, StoredEvent, TopicRead
 use crate::codec::{FrameText, encode_delivery_parts};
 use crate::domain::{Epoch, Event, StreamPosition, Topic};
 
+pub use broker::RedisBroker;
+pub use conn::{RedisConn, Target};
 pub use keys::TopicKeys;
 pub use script::ChannelMessage;
 
@@ -43,6 +49,9 @@ pub enum StoreError {
     /// The node id cannot be carried in a channel message (it contains a newline).
     #[error("node id must not contain a newline")]
     BadNodeId,
+    /// The broker URL is not usable.
+    #[error(transparent)]
+    Url(#[from] conn::UrlError),
 }
 
 impl From<StoreError> for super::BrokerError {
@@ -69,23 +78,42 @@ impl Default for StoreOptions {
 /// reconnecting). Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ::redis::aio::ConnectionManager,
+    conn: RedisConn,
     publish: ::redis::Script,
     read: ::redis::Script,
+    /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
+    publish_command: &'static str,
     options: StoreOptions,
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`).
+    /// Connects to `url` (any URL [`Target::parse`] accepts).
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url)?;
-        let conn = client.get_connection_manager().await?;
+        let target = Target::parse(url)?;
+        let conn = target.commands().await?;
         Ok(Self::new(conn, options))
     }
 
     /// A store over an existing connection.
-    pub fn new(conn: ::redis::aio::ConnectionManager, options: StoreOptions) -> Self {
-        Self { conn, publish: ::redis::Script::new(script::PUBLISH), read: ::redis::Script::new(script::READ), options }
+    pub fn new(conn: RedisConn, options: StoreOptions) -> Self {
+        let publish_command = if matches!(conn, RedisConn::Cluster(_)) { "SPUBLISH" } else { "PUBLISH" };
+        Self {
+            conn,
+            publish: ::redis::Script::new(script::PUBLISH),
+            read: ::redis::Script::new(script::READ),
+            publish_command,
+            options,
+        }
+    }
+
+    /// The command connection (for the broker's own commands).
+    pub fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// `PUBLISH`, or `SPUBLISH` on a cluster.
+    pub fn publish_command(&self) -> &'static str {
+        self.publish_command
     }
 
     /// Publishes `event` to `topic` in one round trip: the next offset, history per
@@ -99,6 +127,19 @@ impl RedisStore {
         policy: &HistoryPolicy,
         node_id: &str,
     ) -> Result<StreamPosition, StoreError> {
+        Ok(self.publish_frame(topic, event, retain, policy, node_id).await?.0)
+    }
+
+    /// [`RedisStore::publish`], also returning the delivered frame (the same bytes the
+    /// script stored and published), for this node's own subscribers.
+    pub async fn publish_frame(
+        &self,
+        topic: &Topic,
+        event: &Event,
+        retain: bool,
+        policy: &HistoryPolicy,
+        node_id: &str,
+    ) -> Result<(StreamPosition, FrameText), StoreError> {
         if node_id.contains('\n') {
             return Err(StoreError::BadNodeId);
         }
@@ -122,9 +163,11 @@ impl RedisStore {
             .arg(millis(policy.retained_ttl))
             .arg(node_id)
             .arg(&keys.channel)
+            .arg(self.publish_command)
             .invoke_async(&mut conn)
             .await?;
-        Ok(StreamPosition { offset, epoch: Epoch::new(&epoch) })
+        let frame = FrameText::from(format!("{}{offset}{}", parts.head, parts.tail));
+        Ok((StreamPosition { offset, epoch: Epoch::new(&epoch) }, frame))
     }
 
     /// Reads `topic`'s position, events and retained state per `request`, at one instant

@@ -14,7 +14,7 @@
 /// KEYS: 1 meta, 2 stream, 3 retained.
 /// ARGV: 1 epoch candidate, 2 frame head, 3 frame tail, 4 history size (0: no history),
 /// 5 history ttl ms, 6 meta ttl ms, 7 retain (`1`/`0`), 8 retained ttl ms, 9 publishing
-/// node id, 10 channel.
+/// node id, 10 channel, 11 the publish command (`PUBLISH`, or `SPUBLISH` on a cluster).
 ///
 /// The frame is spliced as `head .. offset .. tail` (see
 /// [`crate::codec::encode_delivery_parts`]); `%d` keeps every offset below 2^53 in plain
@@ -40,7 +40,7 @@ end
 if ARGV[7] == '1' then
   redis.call('SET', KEYS[3], frame, 'PX', ARGV[8])
 end
-redis.call('PUBLISH', ARGV[10], ARGV[9] .. '\n' .. epoch .. '\n' .. off .. '\n' .. frame)
+redis.call(ARGV[11], ARGV[10], ARGV[9] .. '\n' .. epoch .. '\n' .. off .. '\n' .. frame)
 return {offset, epoch}
 ";
 
