@@ -85,7 +85,8 @@ impl Gateway {
                 (memory.clone(), BrokerKind::Memory(memory))
             }
             Some(target) => {
-                let redis = Arc::new(RedisBroker::connect(target, topics.clone(), limits).await?);
+                let redis =
+                    Arc::new(RedisBroker::connect(target, topics.clone(), limits, config.cluster.presence_ttl).await?);
                 tracing::info!(node = redis.node_id(), "broker: Redis");
                 (redis.clone(), BrokerKind::Redis(redis))
             }

@@ -17,7 +17,7 @@ pub use memory::MemoryBroker;
 pub use policy::{HistoryLimits, HistoryPolicy};
 
 use crate::codec::FrameText;
-use crate::domain::{Epoch, Event, StreamPosition, Topic};
+use crate::domain::{Epoch, Event, Presence, PresenceMember, StreamPosition, Topic};
 
 /// A broker failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -134,6 +134,22 @@ pub trait Broker: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A local connection's subscribe to `topic` took effect. Called under the hub's
+    /// topic entry lock, in order with [`Broker::left`]: must never block (a broker that
+    /// keeps presence for a cluster queues the write). The default does nothing: the
+    /// hub's own registry is the presence of a single node.
+    fn joined(&self, _topic: &Topic, _member: &PresenceMember<'_>) {}
+
+    /// A local connection left `topic` (unsubscribed or closed). Same rules as
+    /// [`Broker::joined`].
+    fn left(&self, _topic: &Topic, _member: &PresenceMember<'_>) {}
+
+    /// Who is subscribed to `topic` on every node; `None` when the broker keeps no
+    /// presence (a single node: the hub answers from its registry).
+    async fn presence(&self, _topic: &Topic) -> Result<Option<Presence>, BrokerError> {
+        Ok(None)
+    }
+
     /// `topic` lost its last local subscriber (only ever after a successful
     /// [`Broker::watch`]). Called under the hub's registry shard lock so that it cannot be
     /// reordered with the next `watch` of the topic: it must never block, await or call
@@ -202,4 +218,8 @@ pub trait Fanout: Send + Sync + 'static {
     /// forgotten so the topic's new offsets are delivered to whoever subscribes next.
     /// Must never block.
     fn resync(&self, topic: &Topic);
+
+    /// Sends a frame that is not an event (another node's `join`/`leave`) to every local
+    /// subscriber of `topic`, as it is: no offset, no history. Must never block.
+    fn broadcast(&self, topic: &Topic, frame: &FrameText);
 }

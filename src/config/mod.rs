@@ -74,7 +74,8 @@ pub struct Config {
     pub listen: String,
     /// Development mode (`SIGNALBOX_DEV=1`, `--dev`).
     pub dev: bool,
-    /// `memory` or a `redis://` URL (`SIGNALBOX_BROKER`).
+    /// `memory`, or a `redis://`, `rediss://`, `redis+cluster://` or `rediss+cluster://`
+    /// URL (`SIGNALBOX_BROKER`).
     pub broker: String,
     /// Origins allowed to open a WebSocket; empty = any (`SIGNALBOX_ALLOWED_ORIGINS`).
     pub allowed_origins: Vec<String>,
@@ -90,6 +91,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Several nodes over a Redis broker (`[cluster]`).
+    pub cluster: ClusterConfig,
     /// History kept for resume, across all topics.
     pub history: HistoryConfig,
     /// Per-namespace policy (`[namespaces.project]`).
@@ -117,6 +120,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             websocket: WebSocketConfig::default(),
             shutdown: ShutdownConfig::default(),
+            cluster: ClusterConfig::default(),
             history: HistoryConfig::default(),
             namespaces: BTreeMap::new(),
             routing: RoutingConfig::default(),
@@ -314,6 +318,23 @@ pub struct ShutdownConfig {
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self { grace_period: Duration::from_secs(10) }
+    }
+}
+
+/// Several nodes over a Redis broker.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a node's presence entries live in Redis without a refresh (refreshed
+    /// every third of it): a crashed node's subscribers leave presence, with `leave`
+    /// events, within 4/3 of it.
+    #[serde(with = "humantime_serde")]
+    pub presence_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { presence_ttl: Duration::from_secs(45) }
     }
 }
 

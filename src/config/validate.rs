@@ -38,6 +38,9 @@ impl Config {
                 "every API key must be at least 8 characters",
             ));
         }
+        if self.cluster.presence_ttl < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::invalid("cluster.presence_ttl", "must be at least 1s"));
+        }
         // The URL itself is parsed when the broker is built (same setting named).
         const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
         if self.broker != "memory" && !SCHEMES.iter().any(|s| self.broker.starts_with(s)) {

@@ -12,6 +12,7 @@ mod ids;
 mod log_id;
 mod pattern;
 mod position;
+mod presence;
 mod topic;
 
 pub use actions::BUILT_IN_ACTIONS;
@@ -22,4 +23,5 @@ pub use ids::{ConnectionId, UserId, unique_id, unix_millis};
 pub use log_id::{LOG_ID_MAX_BYTES, LogId};
 pub use pattern::TopicPattern;
 pub use position::{Epoch, StreamPosition};
+pub use presence::{Presence, PresenceMember};
 pub use topic::{Topic, TopicError};

@@ -90,7 +90,10 @@ impl Hub {
     /// Who is subscribed to `topic` (SPEC §9.1). The memory broker's cluster is this node;
     /// a clustered broker will answer for every node, hence the `Result`.
     pub async fn presence(&self, topic: &Topic) -> Result<Presence, BrokerError> {
-        Ok(self.topics.presence(topic))
+        match self.broker.presence(topic).await? {
+            Some(presence) => Ok(presence),
+            None => Ok(self.topics.presence(topic)),
+        }
     }
 
     /// Whether the broker is reachable (for `/ready`).

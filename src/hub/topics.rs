@@ -30,7 +30,8 @@ use serde_json::{Map, Value};
 use super::{CloseReason, ConnectionHandle, OutboundFrame, SharedFrame};
 use crate::broker::{Broker, BrokerError, Delivery, Fanout, ReadFrom, ReadRequest};
 use crate::codec::{FrameText, PresenceChange, mark_retained, presence_change};
-use crate::domain::{Epoch, Filter, StreamPosition, Topic};
+pub use crate::domain::Presence;
+use crate::domain::{Epoch, Filter, PresenceMember, StreamPosition, Topic};
 use crate::metrics::Metrics;
 
 /// Why a subscribe failed.
@@ -98,15 +99,6 @@ struct TopicEntry {
     watched: tokio::sync::OnceCell<()>,
 }
 
-/// Who is subscribed to a topic (SPEC §9.1 presence).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Presence {
-    /// The distinct user ids of the subscribed connections, sorted.
-    pub users: Vec<String>,
-    /// Subscribed connections.
-    pub connections: usize,
-}
-
 /// All topics with local subscribers.
 pub struct TopicRegistry {
     topics: DashMap<Topic, Arc<TopicEntry>>,
@@ -140,10 +132,24 @@ impl TopicRegistry {
         Presence { users: users.into_iter().map(str::to_owned).collect(), connections: inner.subscribers.len() }
     }
 
-    /// Sends a `join`/`leave` frame for `conn` to every subscriber of the entry (under its
-    /// lock, so it keeps its place among the topic's events), when the namespace asks.
-    fn announce(&self, inner: &TopicInner, topic: &Topic, conn: &ConnectionHandle, change: PresenceChange) {
-        if !self.join_leave.contains(topic.namespace()) || inner.subscribers.is_empty() {
+    /// Records a join or leave of `conn` with the broker (cluster-wide presence) and sends
+    /// the `join`/`leave` frame to every subscriber of the entry, when the namespace asks
+    /// (under the entry's lock, so the frame keeps its place among the topic's events).
+    fn announce(
+        &self,
+        broker: &dyn Broker,
+        inner: &TopicInner,
+        topic: &Topic,
+        conn: &ConnectionHandle,
+        change: PresenceChange,
+    ) {
+        let announce = self.join_leave.contains(topic.namespace());
+        let member = PresenceMember { connection_id: conn.id.as_str(), user: conn.user.as_str(), announce };
+        match change {
+            PresenceChange::Join => broker.joined(topic, &member),
+            PresenceChange::Leave => broker.left(topic, &member),
+        }
+        if !announce || inner.subscribers.is_empty() {
             return;
         }
         let frame = Arc::new(OutboundFrame {
@@ -231,7 +237,7 @@ impl TopicRegistry {
             }
         }
         inner.subscribers.push(Subscriber { conn: conn.clone(), after_offset, filter });
-        self.announce(&inner, topic, conn, PresenceChange::Join);
+        self.announce(broker, &inner, topic, conn, PresenceChange::Join);
         drop(inner);
         if conn.add_topic(topic) {
             self.metrics.subscriptions.increment(1.0);
@@ -290,7 +296,7 @@ impl TopicRegistry {
             let mut inner = entry.inner.lock();
             if let Some(i) = inner.subscribers.iter().position(|s| Arc::ptr_eq(&s.conn, conn)) {
                 inner.subscribers.swap_remove(i);
-                self.announce(&inner, topic, conn, PresenceChange::Leave);
+                self.announce(broker, &inner, topic, conn, PresenceChange::Leave);
             }
             inner.subscribers.is_empty() && inner.joiners.is_empty()
         };
@@ -348,6 +354,16 @@ impl Fanout for TopicRegistry {
 
     fn is_watched(&self, topic: &Topic) -> bool {
         self.topics.contains_key(topic)
+    }
+
+    fn broadcast(&self, topic: &Topic, frame: &FrameText) {
+        let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
+            return;
+        };
+        let frame = Arc::new(OutboundFrame { text: frame.clone(), published_at: None });
+        for sub in &entry.inner.lock().subscribers {
+            sub.conn.send_shared(&frame);
+        }
     }
 
     fn resync(&self, topic: &Topic) {

@@ -24,6 +24,7 @@ impl Fanout for Recorder {
         self.watched.load(Ordering::Relaxed)
     }
     fn resync(&self, _: &Topic) {}
+    fn broadcast(&self, _: &Topic, _: &crate::codec::FrameText) {}
 }
 
 fn policy(size: usize, ttl: Duration) -> HistoryPolicy {

@@ -26,13 +26,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::Target;
 use super::keys::{TopicKeys, node_channel};
+use super::presence::PresenceStore;
 use super::sequencer::{Arrival, Offer, Sequencer};
 use super::subscriber::{self, Command};
 use super::{RedisStore, StoreError, StoreOptions};
 use crate::broker::{
     Broker, BrokerError, BrokerStatus, Delivery, Fanout, HistoryLimits, ReadFrom, ReadRequest, StoredEvent, TopicRead,
 };
-use crate::domain::{Epoch, Event, StreamPosition, Topic};
+use crate::domain::{Epoch, Event, Presence, PresenceMember, StreamPosition, Topic};
 
 /// How long an event held behind a gap waits for pub/sub to bring the missing ones (they
 /// are usually already on the wire: another node's publish that ran just before ours)
@@ -73,7 +74,7 @@ pub(super) struct Shared {
     pub store: RedisStore,
     pub target: Target,
     limits: HistoryLimits,
-    fanout: Arc<dyn Fanout>,
+    pub fanout: Arc<dyn Fanout>,
     pub node_id: String,
     pub node_channel: String,
     pub topics: DashMap<Topic, Arc<Watched>>,
@@ -81,6 +82,8 @@ pub(super) struct Shared {
     pub stats: Stats,
     /// Where messages other nodes send to this node's channel go (the directory).
     inbox: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// Cluster-wide presence.
+    pub presence: PresenceStore,
 }
 
 /// The Redis broker. Start its subscriber with [`RedisBroker::run`].
@@ -92,7 +95,13 @@ pub struct RedisBroker {
 impl RedisBroker {
     /// A broker on `target`, delivering into `fanout`, keeping history per `limits`.
     /// Connects lazily: a Redis that is down now makes `/ready` fail until it is back.
-    pub async fn connect(target: Target, fanout: Arc<dyn Fanout>, limits: HistoryLimits) -> Result<Self, StoreError> {
+    /// Presence entries live `presence_ttl` without a refresh.
+    pub async fn connect(
+        target: Target,
+        fanout: Arc<dyn Fanout>,
+        limits: HistoryLimits,
+        presence_ttl: Duration,
+    ) -> Result<Self, StoreError> {
         let store = RedisStore::new(target.commands().await?, StoreOptions::default());
         let node_id = format!("node_{}", Epoch::generate().as_str());
         let (commands, receiver) = mpsc::unbounded_channel();
@@ -107,6 +116,7 @@ impl RedisBroker {
             commands,
             stats: Stats::default(),
             inbox: Mutex::new(None),
+            presence: PresenceStore::new(presence_ttl),
         };
         Ok(Self { shared: Arc::new(shared), commands: Mutex::new(Some(receiver)) })
     }
@@ -145,7 +155,8 @@ impl RedisBroker {
     /// liveness probe, reconnects and catch-ups. Only the first call does anything.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let Some(commands) = self.commands.lock().take() else { return };
-        subscriber::run(self.shared.clone(), commands, stop).await;
+        let presence = self.shared.presence.run(self.shared.clone(), stop.clone());
+        tokio::join!(subscriber::run(self.shared.clone(), commands, stop), presence);
     }
 }
 
@@ -439,6 +450,18 @@ impl Broker for RedisBroker {
         }
         guard.armed = false;
         Ok(())
+    }
+
+    fn joined(&self, topic: &Topic, member: &PresenceMember<'_>) {
+        self.shared.presence.joined(&self.shared.node_id, topic, member);
+    }
+
+    fn left(&self, topic: &Topic, member: &PresenceMember<'_>) {
+        self.shared.presence.left(&self.shared.node_id, topic, member);
+    }
+
+    async fn presence(&self, topic: &Topic) -> Result<Option<Presence>, BrokerError> {
+        Ok(Some(self.shared.presence.read(&self.shared, topic).await?))
     }
 
     fn unwatch(&self, topic: &Topic) {

@@ -22,6 +22,10 @@ pub struct TopicKeys {
     pub retained: String,
     /// `sb:{<topic>}`: the channel every publish goes out on.
     pub channel: String,
+    /// `sb:{<topic>}:presence`: connection id → its presence entry (see `presence`).
+    pub presence: String,
+    /// `sb:{<topic>}:presence:exp`: connection id → when its entry expires (unix ms).
+    pub presence_expiry: String,
 }
 
 impl TopicKeys {
@@ -32,6 +36,8 @@ impl TopicKeys {
             meta: format!("{tagged}:meta"),
             stream: format!("{tagged}:stream"),
             retained: format!("{tagged}:retained"),
+            presence: format!("{tagged}:presence"),
+            presence_expiry: format!("{tagged}:presence:exp"),
             channel: tagged,
         }
     }
@@ -66,7 +72,8 @@ mod tests {
         for raw in ["global", "job:1", "a-b_c.d@e/f=g:h", "x:y:z"] {
             let topic = Topic::parse(raw).unwrap();
             let keys = TopicKeys::new(&topic);
-            for name in [&keys.meta, &keys.stream, &keys.retained, &keys.channel] {
+            for name in [&keys.meta, &keys.stream, &keys.retained, &keys.channel, &keys.presence, &keys.presence_expiry]
+            {
                 assert_eq!(hash_tag(name), Some(raw), "{name}");
                 assert!(name.starts_with("sb:{"), "{name}");
             }

@@ -22,6 +22,7 @@
 mod broker;
 pub mod conn;
 pub mod keys;
+mod presence;
 pub mod script;
 mod sequencer;
 mod subscriber;

@@ -98,6 +98,12 @@ if ARGV[8] == '1' then retained = redis.call('GET', KEYS[3]) end
 return {offset, epoch, recovered, events, retained}
 ";
 
+/// A channel message as [`ChannelMessage::parse`] reads it (what the scripts build in
+/// Lua, for messages built on the node: presence frames, with epoch `""` and offset 0).
+pub fn channel_payload(node_id: &str, epoch: &str, offset: u64, frame: &str) -> String {
+    format!("{node_id}\n{epoch}\n{offset}\n{frame}")
+}
+
 /// What the publish script sends on a topic's channel:
 /// `<node id>\n<epoch>\n<offset>\n<frame>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,5 +140,10 @@ mod tests {
         assert_eq!(msg, ChannelMessage { node_id: "n1", epoch: "abc", offset: 42, frame: "{\"a\":\"x\\ny\"}" });
         assert!(ChannelMessage::parse("n1\nabc\nx\n{}").is_none());
         assert!(ChannelMessage::parse("n1\nabc\n1").is_none());
+        let built = channel_payload("n2", "", 0, "{}");
+        assert_eq!(
+            ChannelMessage::parse(&built),
+            Some(ChannelMessage { node_id: "n2", epoch: "", offset: 0, frame: "{}" })
+        );
     }
 }

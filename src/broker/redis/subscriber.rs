@@ -217,7 +217,11 @@ fn on_message(shared: &Arc<Shared>, channel: &str, payload: &str) {
         return;
     };
     if message.node_id == shared.node_id {
-        return; // this node delivered it when its publish returned
+        return; // this node delivered (or announced) it itself
+    }
+    if message.offset == 0 {
+        super::presence::relay(shared, &topic, message.frame);
+        return;
     }
     shared.on_message(topic, message.epoch, message.offset, message.frame);
 }
