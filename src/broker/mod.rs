@@ -111,6 +111,17 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes `event` to `topic`; with `retain`, it also becomes the topic's state.
     async fn publish(&self, topic: &Topic, event: Event, retain: bool) -> Result<StreamPosition, BrokerError>;
 
+    /// Publishes events in order (as many [`Broker::publish`] calls would, one after
+    /// the other), each with its own result; a broker that can sends them in one round
+    /// trip. The default publishes one by one.
+    async fn publish_many(&self, items: Vec<(Topic, Event, bool)>) -> Vec<Result<StreamPosition, BrokerError>> {
+        let mut results = Vec::with_capacity(items.len());
+        for (topic, event, retain) in items {
+            results.push(self.publish(&topic, event, retain).await);
+        }
+        results
+    }
+
     /// Reads the topic's position, history and retained state in one atomic step.
     async fn read(&self, topic: &Topic, request: ReadRequest) -> Result<TopicRead, BrokerError>;
 

@@ -65,10 +65,19 @@ pub async fn publish_batch(
             "a batch may publish to at most {MAX_BATCH_PUBLISHES} topics in all, this one names {publishes}"
         )));
     }
+    // Every publish of the batch goes to the broker at once, in order (one round trip to
+    // Redis); the answers are then put back into the items' shape.
+    let mut publishes = Vec::with_capacity(publishes);
+    for item in parsed.iter().flatten() {
+        for topic in &item.topics {
+            publishes.push((topic.clone(), item.event.clone(), item.retain));
+        }
+    }
+    let mut answers = state.hub.publish_many(publishes).await.into_iter();
     let mut results = Vec::with_capacity(parsed.len());
     for item in parsed {
         let result = match item {
-            Ok(item) => publish_item(&state, item).await,
+            Ok(item) => answer_item(&item, &mut answers),
             Err(error) => Err(error),
         };
         results.push(result.unwrap_or_else(|error| {
@@ -79,23 +88,31 @@ pub async fn publish_batch(
     Ok(Json(json!({"results": results})))
 }
 
-/// Publishes one item to each of its topics, in order. A broker failure partway through a
-/// `topics` item leaves the topics before it published (as `/api/publish` does).
-async fn publish_item(state: &AppState, item: Item) -> Result<Value, ApiError> {
-    let Item { topics, single, event, retain } = item;
-    let position = |topic: &Topic, p: crate::domain::StreamPosition| json!({"topic": topic, "offset": p.offset, "epoch": p.epoch.as_str()});
-    let Some((last, others)) = topics.split_last() else {
-        return Err(ApiError::Validation("give `topic` or a non-empty `topics`".into()));
-    };
-    let mut results = Vec::with_capacity(topics.len());
-    for topic in others {
-        results.push(position(topic, state.hub.publish(topic, event.clone(), retain).await?));
+/// One item's answer from its publishes' results, in its topics' order: the position of
+/// a `topic` item, `{"results":[…]}` for a `topics` item (as `/api/publish` answers it), or
+/// the first error (the publishes before it stand, as with `/api/publish`).
+fn answer_item(
+    item: &Item,
+    answers: &mut impl Iterator<Item = Result<crate::domain::StreamPosition, crate::broker::BrokerError>>,
+) -> Result<Value, ApiError> {
+    let mut results = Vec::with_capacity(item.topics.len());
+    let mut first_error = None;
+    for topic in &item.topics {
+        match answers.next() {
+            Some(Ok(p)) => results.push(json!({"topic": topic, "offset": p.offset, "epoch": p.epoch.as_str()})),
+            Some(Err(e)) => {
+                first_error.get_or_insert(ApiError::from(e));
+            }
+            None => {
+                first_error.get_or_insert(ApiError::Validation("no answer for this item".into()));
+            }
+        }
     }
-    // The event is moved into its last publish: a single-topic item never copies it.
-    let last_result = position(last, state.hub.publish(last, event, retain).await?);
-    if single {
-        return Ok(last_result);
+    if let Some(error) = first_error {
+        return Err(error);
     }
-    results.push(last_result);
+    if item.single {
+        return results.pop().ok_or_else(|| ApiError::Validation("give `topic` or a non-empty `topics`".into()));
+    }
     Ok(json!({"results": results}))
 }

@@ -52,6 +52,15 @@ impl Hub {
         Ok(position)
     }
 
+    /// Publishes events in order, each with its own result (one round trip to Redis for
+    /// the lot where the broker allows).
+    pub async fn publish_many(&self, items: Vec<(Topic, Event, bool)>) -> Vec<Result<StreamPosition, BrokerError>> {
+        let results = self.broker.publish_many(items).await;
+        let published = results.iter().filter(|r| r.is_ok()).count();
+        self.metrics.events_published.increment(published as u64);
+        results
+    }
+
     /// The topic's last assigned position.
     pub async fn position(&self, topic: &Topic) -> Result<StreamPosition, BrokerError> {
         self.broker.position(topic).await

@@ -412,6 +412,40 @@ impl Broker for RedisBroker {
         Ok(position)
     }
 
+    async fn publish_many(&self, items: Vec<(Topic, Event, bool)>) -> Vec<Result<StreamPosition, BrokerError>> {
+        let published_at = Instant::now();
+        let shared = &self.shared;
+        let policies: Vec<_> = items.iter().map(|(topic, _, _)| shared.limits.policy(topic)).collect();
+        let request: Vec<_> = items
+            .iter()
+            .zip(&policies)
+            .map(|((topic, event, retain), policy)| (topic, event, *retain, *policy))
+            .collect();
+        let answers = shared.store.publish_many(&request, &shared.node_id).await;
+        let mut results = Vec::with_capacity(items.len());
+        for ((topic, event, _), answer) in items.into_iter().zip(answers) {
+            let (position, frame) = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    results.push(Err(e.into()));
+                    continue;
+                }
+            };
+            if let Some(watched) = shared.topics.get(&topic).map(|w| w.value().clone()) {
+                let arrival = Arrival { frame, event, published_at };
+                let gap = {
+                    let mut seq = watched.seq.lock();
+                    shared.offer(&topic, &mut seq, position.epoch.clone(), position.offset, arrival)
+                };
+                if gap {
+                    shared.schedule_repair(topic.clone(), watched);
+                }
+            }
+            results.push(Ok(position));
+        }
+        results
+    }
+
     async fn read(&self, topic: &Topic, request: ReadRequest) -> Result<TopicRead, BrokerError> {
         Ok(self.shared.store.read(topic, &request).await?)
     }

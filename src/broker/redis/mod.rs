@@ -171,6 +171,111 @@ impl RedisStore {
         Ok((StreamPosition { offset, epoch: Epoch::new(&epoch) }, frame))
     }
 
+    /// Publishes many events in order with one round trip: one pipeline of publish
+    /// scripts to a single Redis; on a cluster the scripts are sent together on the
+    /// nodes' multiplexed connections (one wait; a pipeline cannot span slots). Each
+    /// result is that event's, as [`RedisStore::publish_frame`] would answer it.
+    pub async fn publish_many(
+        &self,
+        items: &[(&Topic, &Event, bool, HistoryPolicy)],
+        node_id: &str,
+    ) -> Vec<Result<(StreamPosition, FrameText), StoreError>> {
+        if node_id.contains('\n') {
+            return items.iter().map(|_| Err(StoreError::BadNodeId)).collect();
+        }
+        let prepared: Vec<(TopicKeys, crate::codec::DeliveryParts, HistoryPolicy, bool)> = items
+            .iter()
+            .map(|(topic, event, retain, policy)| {
+                (TopicKeys::new(topic), encode_delivery_parts(event, topic), *policy, *retain)
+            })
+            .collect();
+        let invocation =
+            |keys: &TopicKeys, parts: &crate::codec::DeliveryParts, policy: &HistoryPolicy, retain: bool| {
+                let history_size = if policy.keeps_history() { policy.size } else { 0 };
+                let retain = retain && !policy.retained_ttl.is_zero();
+                let mut cmd = ::redis::cmd("EVALSHA");
+                cmd.arg(self.publish.get_hash())
+                    .arg(3)
+                    .arg(&keys.meta)
+                    .arg(&keys.stream)
+                    .arg(&keys.retained)
+                    .arg(Epoch::generate().as_str())
+                    .arg(&parts.head)
+                    .arg(&parts.tail)
+                    .arg(history_size)
+                    .arg(millis(policy.ttl))
+                    .arg(self.meta_ttl_ms(policy))
+                    .arg(if retain { "1" } else { "0" })
+                    .arg(millis(policy.retained_ttl))
+                    .arg(node_id)
+                    .arg(&keys.channel)
+                    .arg(self.publish_command);
+                cmd
+            };
+        let mut results: Vec<Option<Result<(u64, String), StoreError>>> = (0..items.len()).map(|_| None).collect();
+        // Twice at most: the second time after loading the script (Redis restarted and
+        // forgot it, or never had it), for the items that failed with NOSCRIPT.
+        for attempt in 0..2 {
+            let pending: Vec<usize> = (0..items.len())
+                .filter(|&i| match &results[i] {
+                    None => true,
+                    Some(Err(StoreError::Redis(e))) => {
+                        attempt == 1 && e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
+                    }
+                    Some(_) => false,
+                })
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            let mut conn = self.conn.clone();
+            if attempt == 1 {
+                if let Err(e) = self.publish.load_async(&mut conn).await {
+                    let e = StoreError::Redis(e);
+                    for &i in &pending {
+                        results[i] = Some(Err(StoreError::Reply(e.to_string())));
+                    }
+                    break;
+                }
+            }
+            let answers: Vec<::redis::RedisResult<(u64, String)>> = match &conn {
+                RedisConn::Single(_) => {
+                    let mut pipe = ::redis::pipe();
+                    pipe.ignore_errors();
+                    for &i in &pending {
+                        let (keys, parts, policy, retain) = &prepared[i];
+                        pipe.add_command(invocation(keys, parts, policy, *retain));
+                    }
+                    match pipe.query_async(&mut conn).await {
+                        Ok(answers) => answers,
+                        Err(e) => pending.iter().map(|_| Err(e.clone())).collect(),
+                    }
+                }
+                RedisConn::Cluster(_) => {
+                    let calls = pending.iter().map(|&i| {
+                        let (keys, parts, policy, retain) = &prepared[i];
+                        let cmd = invocation(keys, parts, policy, *retain);
+                        let mut conn = conn.clone();
+                        async move { cmd.query_async(&mut conn).await }
+                    });
+                    futures_util::future::join_all(calls).await
+                }
+            };
+            for (&i, answer) in pending.iter().zip(answers) {
+                results[i] = Some(answer.map_err(StoreError::Redis));
+            }
+        }
+        results
+            .into_iter()
+            .zip(prepared)
+            .map(|(result, (_, parts, _, _))| {
+                let (offset, epoch) = result.unwrap_or_else(|| Err(StoreError::Reply("no answer".into())))?;
+                let frame = FrameText::from(format!("{}{offset}{}", parts.head, parts.tail));
+                Ok((StreamPosition { offset, epoch: Epoch::new(&epoch) }, frame))
+            })
+            .collect()
+    }
+
     /// Reads `topic`'s position, events and retained state per `request`, at one instant
     /// and in one round trip. A topic never seen gets its epoch here.
     pub async fn read(&self, topic: &Topic, request: &ReadRequest) -> Result<TopicRead, StoreError> {
