@@ -18,6 +18,7 @@ mod measure;
 mod ops;
 mod presence;
 mod protocol;
+mod redis_broker;
 mod redis_cluster_harness;
 mod redis_store;
 mod rfc6455;

@@ -208,3 +208,17 @@ impl RedisCluster {
         self.ports().iter().map(|port| format!("redis://127.0.0.1:{port}")).collect()
     }
 }
+
+impl Redis {
+    /// Starts redis-server on `port` with `extra` arguments after the defaults of
+    /// [`Redis::start_on`] (later arguments win): e.g. `["--appendonly", "yes", "--dir",
+    /// dir]` for a Redis that keeps its data when killed and started again on the same port
+    /// with the same arguments.
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
+        let port_arg = port.to_string();
+        let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        let process = ServerProcess::start("redis-server", &args, port, "apt-get install -y redis-server");
+        Self { process }
+    }
+}
