@@ -268,3 +268,19 @@ async fn redis_store_splices_large_offsets_as_plain_digits() {
     assert_eq!(read.events[0].frame.as_str(), expected.as_str());
     assert_eq!(read.retained.unwrap().as_str(), expected.as_str());
 }
+
+#[tokio::test]
+async fn redis_store_reads_everything_when_the_limit_is_unbounded() {
+    // The hub asks a resume for every event after `since` with `limit: usize::MAX`.
+    let redis = Redis::start();
+    let store = store(&redis).await;
+    let topic = Topic::parse("job:unbounded").unwrap();
+    for n in 1..=5 {
+        store.publish(&topic, &event(n), false, &policy(100), NODE).await.unwrap();
+    }
+    let mut request = after(2, None, false);
+    request.limit = usize::MAX;
+    let read = store.read(&topic, &request).await.unwrap();
+    assert!(read.recovered);
+    assert_eq!(read.events.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+}

@@ -61,6 +61,10 @@ impl From<StoreError> for super::BrokerError {
     }
 }
 
+/// The most events one read asks for (a larger limit means "all": a stream never holds
+/// more than a namespace's `history_size`, itself far below this).
+const MAX_READ_LIMIT: usize = 1 << 30;
+
 /// Settings of the store that are not per namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
@@ -297,7 +301,8 @@ impl RedisStore {
             .arg(mode)
             .arg(after)
             .arg(epoch)
-            .arg(request.limit)
+            // Lua reads numbers as doubles and Redis refuses COUNT in exponent notation
+            .arg(request.limit.min(MAX_READ_LIMIT))
             .arg(if request.partial { "1" } else { "0" })
             .arg(if request.retained { "1" } else { "0" })
             .invoke_async(&mut conn)
