@@ -41,6 +41,7 @@ pub struct Shared {
     pub received: AtomicU64,
     /// Latency is recorded only for events sent inside [start, end) ns.
     pub window: (AtomicU64, AtomicU64),
+    /// `LATENCY_SHARDS` histograms per node the clients connect to, node by node.
     latency: Vec<Mutex<Histogram<u64>>>,
     /// Storm: time from the drop to the new `subscribed` reply, ns.
     pub reconnect: Mutex<Histogram<u64>>,
@@ -62,13 +63,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Fresh counters.
+    /// Fresh counters, clients on one server.
     pub fn new() -> Self {
+        Self::with_nodes(1)
+    }
+
+    /// Fresh counters, clients spread over `nodes` servers.
+    pub fn with_nodes(nodes: usize) -> Self {
         Self {
             epoch: Instant::now(),
             received: AtomicU64::new(0),
             window: (AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)),
-            latency: (0..LATENCY_SHARDS).map(|_| Mutex::new(latency_histogram())).collect(),
+            latency: (0..LATENCY_SHARDS * nodes.max(1)).map(|_| Mutex::new(latency_histogram())).collect(),
             reconnect: Mutex::new(latency_histogram()),
             resubscribed: AtomicU64::new(0),
             caught_up: Mutex::new(latency_histogram()),
@@ -87,12 +93,27 @@ impl Shared {
 
     /// The merged latency histogram (ns).
     pub fn latency(&self) -> Histogram<u64> {
-        let mut all = latency_histogram();
-        for shard in &self.latency {
-            let _ = all.add(&*shard.lock());
-        }
-        all
+        merge(&self.latency)
     }
+
+    /// The latency histogram (ns) of the clients on node `node`.
+    pub fn node_latency(&self, node: usize) -> Histogram<u64> {
+        merge(self.latency.chunks(LATENCY_SHARDS).nth(node).unwrap_or_default())
+    }
+
+    /// The shard client `index` on node `node` records into.
+    fn latency_shard(&self, node: usize, index: usize) -> &Mutex<Histogram<u64>> {
+        let shard = node * LATENCY_SHARDS + index % LATENCY_SHARDS;
+        &self.latency[shard % self.latency.len()]
+    }
+}
+
+fn merge(shards: &[Mutex<Histogram<u64>>]) -> Histogram<u64> {
+    let mut all = latency_histogram();
+    for shard in shards {
+        let _ = all.add(&*shard.lock());
+    }
+    all
 }
 
 impl Default for Shared {
@@ -113,6 +134,8 @@ pub fn latency_histogram() -> Histogram<u64> {
 pub struct ClientTally {
     /// Topic index.
     pub topic: usize,
+    /// Index of the server (`--server` list) the client is connected to.
+    pub node: usize,
     /// Offset in the `subscribed` reply.
     pub start_offset: u64,
     /// Last offset received.
@@ -175,6 +198,8 @@ fn string_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 pub struct ClientConfig {
     /// Server address.
     pub server: SocketAddr,
+    /// Its index in the `--server` list.
+    pub node: usize,
     /// The subscribers' protocol.
     pub protocol: Protocol,
     /// Client token, sent as the `token` query parameter.
@@ -243,6 +268,7 @@ pub async fn connect(
     };
     let tally = ClientTally {
         topic,
+        node: config.node,
         start_offset: subscribed.offset,
         last_offset: subscribed.offset,
         connect_time: started.elapsed(),
@@ -359,7 +385,7 @@ pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> C
     let Receiver { index, config, shared, stop, storm, drops, offline } = ctx;
     let protocol = config.protocol;
     let scanner = FrameScanner::default();
-    let shard = &shared.latency[index % LATENCY_SHARDS];
+    let shard = shared.latency_shard(config.node, index);
     let mut storm_pending = drops;
     // (offset that ends the replay, when the client dropped)
     let mut catching_up: Option<(u64, Instant)> = None;
@@ -509,7 +535,7 @@ mod tests {
     #[test]
     fn urls_per_protocol_carry_the_token() {
         let server: SocketAddr = "127.0.0.1:9000".parse().unwrap();
-        let mut config = ClientConfig { server, protocol: Protocol::Native, token: None };
+        let mut config = ClientConfig { server, node: 0, protocol: Protocol::Native, token: None };
         assert_eq!(config.url(), "ws://127.0.0.1:9000/ws");
         config.token = Some("t.k.n".into());
         assert_eq!(config.url(), "ws://127.0.0.1:9000/ws?token=t.k.n");
@@ -517,6 +543,19 @@ mod tests {
         assert_eq!(config.url(), "ws://127.0.0.1:9000/socket.io/?EIO=4&transport=websocket&token=t.k.n");
         config.token = None;
         assert_eq!(config.url(), "ws://127.0.0.1:9000/socket.io/?EIO=4&transport=websocket");
+    }
+
+    #[test]
+    fn latency_is_kept_per_node_and_merged() {
+        let shared = Shared::with_nodes(2);
+        let _ = shared.latency_shard(0, 5).lock().record(1_000);
+        let _ = shared.latency_shard(1, 5).lock().record(2_000);
+        let _ = shared.latency_shard(1, 40).lock().record(3_000);
+        assert_eq!((shared.node_latency(0).len(), shared.node_latency(1).len()), (1, 2));
+        assert_eq!(shared.latency().len(), 3);
+        assert_eq!(shared.node_latency(2).len(), 0);
+        // One node: the shards of before.
+        assert_eq!(Shared::new().latency.len(), LATENCY_SHARDS);
     }
 
     #[test]

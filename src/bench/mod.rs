@@ -1,6 +1,10 @@
 //! `signalbox bench`: a load generator for any server that speaks the native protocol
 //! (SPEC §3) or Socket.IO v4 (`--protocol socketio`), and `POST /api/publish`.
 //!
+//! Subscribers may be spread over several nodes of a cluster (`--server A,B`) and the
+//! publishes sent to another one (`--publish-server C`): the run then measures delivery
+//! across nodes, with the same latency, loss and offset checks as on one server.
+//!
 //! It owns the client and publisher sides of a run, the `/proc` readings of the server
 //! under test, and the report. It never touches the gateway's internals: it measures
 //! Signalbox and the peer servers in `bench/peers/` the same way.
@@ -76,9 +80,9 @@ pub struct BenchArgs {
     /// A preset; the flags below override its values.
     #[arg(long, value_enum)]
     pub scenario: Option<Scenario>,
-    /// Server address (HTTP and WebSocket on the same port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub server: SocketAddr,
+    /// The server under test: `--server`, `--publish-server`, `--server-pid`.
+    #[command(flatten)]
+    pub target: Box<TargetArgs>,
     /// The subscribers' protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
@@ -112,9 +116,6 @@ pub struct BenchArgs {
     /// Client token (default: minted from SIGNALBOX_JWT_SECRET with topics `bench:*`, or none).
     #[arg(long)]
     pub token: Option<String>,
-    /// PID of the server, for its RSS and CPU from /proc.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
     /// Name of the server under test, for the report.
     #[arg(long, default_value = "signalbox")]
     pub label: String,
@@ -132,6 +133,25 @@ pub struct BenchArgs {
     /// while the resumes run shows whether resuming stalls live delivery).
     #[arg(long, default_value_t = 1.0)]
     pub storm_fraction: f64,
+}
+
+/// Where the server under test is: one server, or the nodes of a cluster (boxed in
+/// [`BenchArgs`], which stays small inside the CLI's `Command`).
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Server address (HTTP and WebSocket on the same port). A comma-separated list spreads
+    /// the subscribers round-robin over several nodes of a cluster (client i on node
+    /// (i + i / topics) % nodes, so that every topic has subscribers on every node).
+    #[arg(long, value_name = "ADDR[,ADDR…]", value_delimiter = ',', default_value = "127.0.0.1:8080")]
+    pub server: Vec<SocketAddr>,
+    /// Where `POST /api/publish` goes (default: the first `--server`). Another node of the
+    /// same cluster measures cross-node delivery.
+    #[arg(long, value_name = "ADDR")]
+    pub publish_server: Option<SocketAddr>,
+    /// PID of the server, for its RSS and CPU from /proc; a comma-separated list for a
+    /// cluster (nodes, Redis…): the server figures are then their sum, and each is reported.
+    #[arg(long, value_name = "PID[,PID…]", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 }
 
 /// The resolved shape of one run.
@@ -202,6 +222,17 @@ pub enum BenchError {
     /// Writing the report failed.
     #[error("cannot write the report: {0}")]
     Report(String),
+    /// The flags do not describe a run.
+    #[error("{0}")]
+    Args(String),
+}
+
+/// The node client `index` (subscribed to topic `index % topics`) connects to, of `nodes`:
+/// round-robin, shifted by one at each round of topics, so that every node gets an even
+/// share of the clients and every topic has subscribers on every node (with plain
+/// `index % nodes`, 2 nodes and 10 topics would put all of a topic's subscribers on one).
+pub fn node_of(index: usize, topics: usize, nodes: usize) -> usize {
+    (index + index / topics.max(1)) % nodes.max(1)
 }
 
 /// The client token: `--token`, or one minted from SIGNALBOX_JWT_SECRET, or none.
@@ -239,10 +270,16 @@ fn progress(quiet: bool, len: u64, message: &str) -> ProgressBar {
 /// Runs one benchmark and writes its report.
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let plan = args.plan();
-    let shared = Arc::new(Shared::new());
-    let config = ClientConfig { server: args.server, protocol: plan.protocol, token: token(&args) };
-    let sample = |pid: Option<u32>| pid.and_then(procstat::sample);
-    let server_before = sample(args.server_pid);
+    let servers = args.target.server.clone();
+    let Some(&first_server) = servers.first() else {
+        return Err(BenchError::Args("no --server address".into()));
+    };
+    let publish_server = args.target.publish_server.unwrap_or(first_server);
+    let shared = Arc::new(Shared::with_nodes(servers.len()));
+    let config = ClientConfig { server: first_server, node: 0, protocol: plan.protocol, token: token(&args) };
+    let pids = args.target.server_pid.clone();
+    let sample = |pids: &[u32]| procstat::sample_all(pids);
+    let server_before = sample(&pids);
 
     // Connect.
     let bar = progress(args.quiet, plan.connections as u64, "connecting");
@@ -250,8 +287,10 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let connect_started = Instant::now();
     let mut attempts = Vec::with_capacity(plan.connections);
     for i in 0..plan.connections {
-        let (gate, config, bar) = (gate.clone(), config.clone(), bar.clone());
+        let (gate, mut config, bar) = (gate.clone(), config.clone(), bar.clone());
         let topic = i % plan.topics;
+        config.node = node_of(i, plan.topics, servers.len());
+        config.server = servers[config.node];
         attempts.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let result = client::connect(&config, i, topic, None).await;
@@ -266,13 +305,15 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let mut dropping = 0u64;
     let mut connect_times = client::latency_histogram();
     let (mut failed, mut first_error) = (0usize, String::new());
+    let mut failed_per_node = vec![0usize; servers.len()];
     for (i, attempt) in attempts.into_iter().enumerate() {
+        let node = node_of(i, plan.topics, servers.len());
         match attempt.await.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
             Ok((ws, tally)) => {
                 let _ = connect_times.record(tally.connect_time.as_nanos() as u64);
                 let receiver = client::Receiver {
                     index: i,
-                    config: config.clone(),
+                    config: ClientConfig { server: servers[node], node, ..config.clone() },
                     shared: shared.clone(),
                     stop: stop_clients.clone(),
                     storm: storm.clone(),
@@ -284,8 +325,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             }
             Err(e) => {
                 failed += 1;
+                failed_per_node[node] += 1;
                 if first_error.is_empty() {
-                    first_error = e;
+                    first_error = if servers.len() > 1 { format!("{e} ({})", servers[node]) } else { e };
                 }
             }
         }
@@ -298,14 +340,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     }
     // Let the server settle, then read its memory with every client connected and idle.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let server_idle = sample(args.server_pid);
+    let server_idle = sample(&pids);
 
     // Publish: warm-up, then the measured window.
     let stats = Arc::new(PublishStats::new(plan.topics));
     let stop_publishing = CancellationToken::new();
     let publishing = (plan.rate > 0.0).then(|| {
         let publish_plan = PublishPlan {
-            server: args.server,
+            server: publish_server,
             api_key: api_key(&args),
             rate: plan.rate,
             publishers: plan.publishers,
@@ -331,11 +373,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             storm_started = Some(Instant::now());
             shared.catching_up.store(dropping, Ordering::Release);
             shared.storm_span.0.store(shared.now_ns(), Ordering::Relaxed);
-            let (shared, pid, before) = (shared.clone(), args.server_pid, sample(args.server_pid));
+            let (shared, pids, before) = (shared.clone(), pids.clone(), procstat::total(&sample(&pids)));
             storm_cpu = Some(tokio::spawn(async move {
                 let started = Instant::now();
                 shared.all_caught_up.notified().await;
-                report::StormCpu { wall: started.elapsed(), before, after: pid.and_then(procstat::sample) }
+                let after = procstat::total(&procstat::sample_all(&pids));
+                report::StormCpu { wall: started.elapsed(), before, after }
             }));
             storm.cancel();
         }
@@ -348,7 +391,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 at: Instant::now(),
                 received,
                 accepted,
-                server: sample(args.server_pid),
+                server: sample(&pids),
                 bench: procstat::sample(std::process::id()),
             });
         }
@@ -369,7 +412,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     }
     shared.window.1.store(shared.now_ns(), Ordering::Relaxed);
     let window_end = (Instant::now(), shared.received.load(Ordering::Relaxed), stats.accepted.load(Ordering::Relaxed));
-    let server_end = sample(args.server_pid);
+    let server_end = sample(&pids);
     let bench_end = procstat::sample(std::process::id());
     stop_publishing.cancel();
     if let Some(p) = publishing {
@@ -402,6 +445,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let inputs = report::Inputs {
         label: args.label.clone(),
         plan,
+        servers,
+        publish_server,
+        connect_failures_per_node: failed_per_node,
+        node_latency: (0..args.target.server.len()).map(|node| shared.node_latency(node)).collect(),
+        server_pids: pids,
         connect_elapsed,
         connect_times,
         connect_failures: failed,
@@ -451,6 +499,56 @@ mod tests {
         // Every topic loses half its subscribers, not half the topics all of theirs.
         let topic_0 = (0..1000).filter(|&i| i % 10 == 0 && drops_in_storm(i, 10, 0.5)).count();
         assert_eq!(topic_0, 50);
+    }
+
+    #[test]
+    fn nodes_share_the_clients_evenly_and_every_topic_spans_every_node() {
+        for (connections, topics, nodes) in [(40, 4, 2), (1000, 10, 2), (5000, 5000, 2), (999, 7, 3), (10, 10, 1)] {
+            let mut clients = vec![0usize; nodes];
+            let mut per_topic = vec![vec![0usize; nodes]; topics];
+            for i in 0..connections {
+                let node = node_of(i, topics, nodes);
+                clients[node] += 1;
+                per_topic[i % topics][node] += 1;
+            }
+            let (least, most) = (clients.iter().min().copied(), clients.iter().max().copied());
+            assert!(most.unwrap() - least.unwrap() <= 1 + connections / topics, "{clients:?}");
+            if connections >= topics * nodes {
+                assert!(per_topic.iter().all(|t| t.iter().all(|&n| n > 0)), "{per_topic:?}");
+            }
+        }
+        // One node: everything on it, as before the flag took a list.
+        assert!((0..100).all(|i| node_of(i, 7, 1) == 0));
+    }
+
+    #[test]
+    fn server_and_pid_flags_take_lists_and_stay_single_by_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| *c.bench.target)
+        };
+        let default = parse(&[]).unwrap();
+        assert_eq!(default.server, vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+        assert_eq!((default.publish_server, default.server_pid.len()), (None, 0));
+        let cluster = parse(&[
+            "--server",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--publish-server",
+            "127.0.0.1:3",
+            "--server-pid",
+            "10,11,12",
+        ])
+        .unwrap();
+        assert_eq!(cluster.server.len(), 2);
+        assert_eq!(cluster.publish_server, "127.0.0.1:3".parse().ok());
+        assert_eq!(cluster.server_pid, vec![10, 11, 12]);
+        assert_eq!(parse(&["--server-pid", "42"]).unwrap().server_pid, vec![42]);
+        assert!(parse(&["--server", "127.0.0.1:1,nonsense"]).is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::scan::FrameScanner;
 /// Publishing parameters.
 #[derive(Clone)]
 pub struct PublishPlan {
-    /// Server address.
+    /// The server publishes go to (`--publish-server`, else the first `--server`).
     pub server: SocketAddr,
     /// `Authorization: Bearer` value, if any.
     pub api_key: Option<String>,

@@ -1,6 +1,7 @@
 //! The run's results: computed from raw counts, printed as a table, written as JSON and
 //! plotted (latency distribution, deliveries over time) as SVG.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -9,15 +10,16 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::Plan;
-use super::client::ClientTally;
-use super::procstat::ProcSample;
+use super::client::{ClientTally, latency_histogram};
+use super::procstat::{self, ProcSample};
 
 /// Counters read when the measured window opens.
 pub struct WindowStart {
     pub(super) at: Instant,
     pub(super) received: u64,
     pub(super) accepted: u64,
-    pub(super) server: Option<ProcSample>,
+    /// One sample per `--server-pid`.
+    pub(super) server: Vec<Option<ProcSample>>,
     pub(super) bench: Option<ProcSample>,
 }
 
@@ -43,6 +45,14 @@ pub struct StormCpu {
 pub struct Inputs {
     pub(super) label: String,
     pub(super) plan: Plan,
+    /// The subscribers' servers (`--server`), in order; a tally's `node` indexes it.
+    pub(super) servers: Vec<SocketAddr>,
+    pub(super) publish_server: SocketAddr,
+    pub(super) connect_failures_per_node: Vec<usize>,
+    /// Latency of the clients of each server (ns).
+    pub(super) node_latency: Vec<Histogram<u64>>,
+    /// `--server-pid`, in order; the samples below follow it.
+    pub(super) server_pids: Vec<u32>,
     pub(super) connect_elapsed: Duration,
     pub(super) connect_times: Histogram<u64>,
     pub(super) connect_failures: usize,
@@ -54,11 +64,11 @@ pub struct Inputs {
     pub(super) latency: Histogram<u64>,
     pub(super) storm: Option<StormInputs>,
     pub(super) timeline: Vec<(f64, u64)>,
-    pub(super) server_before: Option<ProcSample>,
-    pub(super) server_idle: Option<ProcSample>,
+    pub(super) server_before: Vec<Option<ProcSample>>,
+    pub(super) server_idle: Vec<Option<ProcSample>>,
     pub(super) window_start: Option<WindowStart>,
     pub(super) window_end: (Instant, u64, u64),
-    pub(super) server_end: Option<ProcSample>,
+    pub(super) server_end: Vec<Option<ProcSample>>,
     pub(super) bench_end: Option<ProcSample>,
 }
 
@@ -118,6 +128,65 @@ pub struct StormReport {
     pub steady_latency: Percentiles,
 }
 
+/// The subscribers on one server of `--server`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeReport {
+    /// Its address.
+    pub server: String,
+    /// Clients connected to it.
+    pub connected: usize,
+    /// Clients that failed to connect to it.
+    pub connect_failures: usize,
+    /// Events its clients expected (from the final offsets).
+    pub expected: u64,
+    /// Events its clients received.
+    pub received: u64,
+    /// Expected events its clients never received.
+    pub lost: u64,
+    /// Events its clients received twice or out of order.
+    pub duplicates: u64,
+    /// Publisher send → receive, for its clients.
+    pub latency: Percentiles,
+}
+
+/// One process of `--server-pid`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    /// Its pid.
+    pub pid: u32,
+    /// RSS before the clients connected (bytes).
+    pub rss_before: Option<u64>,
+    /// RSS with every client connected (bytes).
+    pub rss_idle: Option<u64>,
+    /// RSS at the end of the measured window (bytes).
+    pub rss_end: Option<u64>,
+    /// CPU in the measured window, fraction of one core.
+    pub cpu_cores: Option<f64>,
+}
+
+/// Expected, received, lost and duplicate events of a set of clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    expected: u64,
+    received: u64,
+    lost: u64,
+    duplicates: u64,
+}
+
+impl Counts {
+    fn of<'a>(tallies: impl Iterator<Item = &'a ClientTally>, final_offsets: &[u64]) -> Self {
+        let mut c = Self::default();
+        for t in tallies {
+            let last = final_offsets.get(t.topic).copied().unwrap_or(0);
+            c.expected += last.saturating_sub(t.start_offset);
+            c.received += t.received;
+            c.duplicates += t.duplicates;
+        }
+        c.lost = c.expected.saturating_sub(c.received.saturating_sub(c.duplicates));
+        c
+    }
+}
+
 /// The report (also `report.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -125,6 +194,12 @@ pub struct Report {
     pub label: String,
     /// The run's shape.
     pub plan: Plan,
+    /// Where the publishes went (`--publish-server`, else the first `--server`).
+    pub publish_server: String,
+    /// The subscribers per server of `--server`, in order (one entry for one server).
+    pub servers: Vec<NodeReport>,
+    /// Each process of `--server-pid`; the `server_*` figures are their sum.
+    pub server_processes: Vec<ProcessReport>,
     /// Connections established.
     pub connected: usize,
     /// Connections that failed.
@@ -176,16 +251,50 @@ pub struct Report {
 impl Report {
     /// Computes the report.
     pub fn build(i: Inputs) -> Self {
-        let mut expected = 0u64;
-        let mut received = 0u64;
-        let mut duplicates = 0u64;
-        for t in &i.tallies {
-            let last = i.final_offsets.get(t.topic).copied().unwrap_or(0);
-            expected += last.saturating_sub(t.start_offset);
-            received += t.received;
-            duplicates += t.duplicates;
-        }
-        let lost = expected.saturating_sub(received.saturating_sub(duplicates));
+        let Counts { expected, received, lost, duplicates } = Counts::of(i.tallies.iter(), &i.final_offsets);
+        let servers = i
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(node, addr)| {
+                let counts = Counts::of(i.tallies.iter().filter(|t| t.node == node), &i.final_offsets);
+                NodeReport {
+                    server: addr.to_string(),
+                    connected: i.tallies.iter().filter(|t| t.node == node).count(),
+                    connect_failures: i.connect_failures_per_node.get(node).copied().unwrap_or(0),
+                    expected: counts.expected,
+                    received: counts.received,
+                    lost: counts.lost,
+                    duplicates: counts.duplicates,
+                    latency: i
+                        .node_latency
+                        .get(node)
+                        .map_or_else(|| Percentiles::of(&latency_histogram()), Percentiles::of),
+                }
+            })
+            .collect();
+        let window_secs = i.window_start.as_ref().map(|w| i.window_end.0.duration_since(w.at).as_secs_f64().max(1e-9));
+        let server_processes = i
+            .server_pids
+            .iter()
+            .enumerate()
+            .map(|(k, &pid)| {
+                let at = |samples: &[Option<ProcSample>]| samples.get(k).copied().flatten();
+                let cpu_cores = match (i.window_start.as_ref().and_then(|w| at(&w.server)), at(&i.server_end)) {
+                    (Some(s0), Some(s1)) => window_secs.map(|secs| s1.cpu.saturating_sub(s0.cpu).as_secs_f64() / secs),
+                    _ => None,
+                };
+                ProcessReport {
+                    pid,
+                    rss_before: at(&i.server_before).map(|s| s.rss_bytes),
+                    rss_idle: at(&i.server_idle).map(|s| s.rss_bytes),
+                    rss_end: at(&i.server_end).map(|s| s.rss_bytes),
+                    cpu_cores,
+                }
+            })
+            .collect();
+        let (server_before, server_idle) = (procstat::total(&i.server_before), procstat::total(&i.server_idle));
+        let server_end = procstat::total(&i.server_end);
         let storm = i.storm.map(|s| StormReport {
             resubscribed: s.resubscribed,
             failed: i.tallies.iter().map(|t| u64::from(t.reconnect_failures)).sum(),
@@ -201,7 +310,7 @@ impl Report {
             }),
             steady_latency: Percentiles::of(&s.steady_latency),
         });
-        let rss_per_conn = match (i.server_before, i.server_idle) {
+        let rss_per_conn = match (server_before, server_idle) {
             (Some(b), Some(a)) if !i.tallies.is_empty() => {
                 Some((a.rss_bytes as f64 - b.rss_bytes as f64) / i.tallies.len() as f64)
             }
@@ -223,7 +332,7 @@ impl Report {
             let publishes = accepted1.saturating_sub(accepted0);
             publish_rate = publishes as f64 / secs;
             deliveries_per_second = deliveries as f64 / secs;
-            if let (Some(s0), Some(s1)) = (server0, i.server_end) {
+            if let (Some(s0), Some(s1)) = (procstat::total(&server0), server_end) {
                 let cpu = s1.cpu.saturating_sub(s0.cpu).as_secs_f64();
                 server_cores = Some(cpu / secs);
                 cpu_per_delivery = (deliveries > 0).then(|| cpu * 1e6 / deliveries as f64);
@@ -236,12 +345,15 @@ impl Report {
         Self {
             label: i.label,
             plan: i.plan,
+            publish_server: i.publish_server.to_string(),
+            servers,
+            server_processes,
             connected: i.tallies.len(),
             connect_failures: i.connect_failures,
             connect_seconds: i.connect_elapsed.as_secs_f64(),
             connect_time: Percentiles::of(&i.connect_times),
             server_rss_per_connection: rss_per_conn,
-            server_rss_idle: i.server_idle.map(|s| s.rss_bytes),
+            server_rss_idle: server_idle.map(|s| s.rss_bytes),
             published: i.published,
             publish_failures: i.publish_failures,
             publish_rate,
@@ -330,6 +442,30 @@ impl std::fmt::Display for Report {
             None => "n/a (pass --server-pid)".to_owned(),
         };
         writeln!(f, "server                 {} ({} protocol)", self.label, self.plan.protocol.name())?;
+        let subscribers: Vec<&str> = self.servers.iter().map(|n| n.server.as_str()).collect();
+        writeln!(
+            f,
+            "nodes                  subscribers on {}; publishes to {}",
+            subscribers.join(", "),
+            self.publish_server
+        )?;
+        if self.servers.len() > 1 || subscribers.first() != Some(&self.publish_server.as_str()) {
+            for n in &self.servers {
+                writeln!(
+                    f,
+                    "  {:<20} {} clients ({} failed); expected {}, received {}, lost {}, duplicates {}; latency p50 {:.3} ms, p99 {:.3} ms",
+                    n.server,
+                    n.connected,
+                    n.connect_failures,
+                    n.expected,
+                    n.received,
+                    n.lost,
+                    n.duplicates,
+                    n.latency.p50_ms,
+                    n.latency.p99_ms
+                )?;
+            }
+        }
         writeln!(
             f,
             "connections            {} ok, {} failed, opened in {:.2} s (p50 {:.2} ms, p99 {:.2} ms)",
@@ -357,6 +493,19 @@ impl std::fmt::Display for Report {
             opt(self.server_cpu_us_per_publish, " µs"),
             opt(self.server_cpu_cores, "")
         )?;
+        if self.server_processes.len() > 1 {
+            for p in &self.server_processes {
+                let mib = |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+                writeln!(
+                    f,
+                    "  pid {:<16} RSS {} idle, {} at the end; {} cores",
+                    p.pid,
+                    mib(p.rss_idle),
+                    mib(p.rss_end),
+                    p.cpu_cores.map_or("n/a".to_owned(), |c| format!("{c:.2}"))
+                )?;
+            }
+        }
         writeln!(f, "bench CPU              {} cores", opt(self.bench_cpu_cores, ""))?;
         let l = &self.latency;
         writeln!(
