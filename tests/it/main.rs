@@ -23,6 +23,7 @@ mod redis_cluster_harness;
 mod redis_store;
 mod rfc6455;
 mod routing;
+mod redis_tls;
 mod servers;
 mod sink_http;
 mod sink_redis;
