@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 REFERENCE = "signalbox"
-SERVER_ORDER = ["signalbox", "node-ws", "python-socketio"]
+SERVER_ORDER = ["signalbox", "node-ws", "python-socketio", "signalbox-cluster", "socketio-redis"]
 SCENARIO_ORDER = ["idle", "fanout", "many", "latency", "scale"]
 
 Report = dict
