@@ -233,14 +233,14 @@ impl RedisStore {
                 break;
             }
             let mut conn = self.conn.clone();
-            if attempt == 1 {
-                if let Err(e) = self.publish.load_async(&mut conn).await {
-                    let e = StoreError::Redis(e);
-                    for &i in &pending {
-                        results[i] = Some(Err(StoreError::Reply(e.to_string())));
-                    }
-                    break;
+            if attempt == 1
+                && let Err(e) = self.publish.load_async(&mut conn).await
+            {
+                let e = StoreError::Redis(e);
+                for &i in &pending {
+                    results[i] = Some(Err(StoreError::Reply(e.to_string())));
                 }
+                break;
             }
             let answers: Vec<::redis::RedisResult<(u64, String)>> = match &conn {
                 RedisConn::Single(_) => {
