@@ -20,6 +20,7 @@ mod presence;
 mod protocol;
 mod redis_broker;
 mod redis_cluster_harness;
+mod redis_presence;
 mod redis_store;
 mod rfc6455;
 mod routing;
