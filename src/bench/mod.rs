@@ -107,6 +107,10 @@ pub struct BenchArgs {
     /// Concurrent publisher connections.
     #[arg(long)]
     pub publishers: Option<usize>,
+    /// Events per request: 1 posts each to `/api/publish`; more posts them in groups to
+    /// `/api/publish/batch` (SPEC §9.4), the topics still round-robin. `--rate` counts events.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
     /// Connections being opened at once.
     #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
@@ -175,6 +179,8 @@ pub struct Plan {
     pub payload: usize,
     /// Publisher connections.
     pub publishers: usize,
+    /// Events per publish request (`--batch`).
+    pub batch: usize,
 }
 
 impl BenchArgs {
@@ -199,6 +205,7 @@ impl BenchArgs {
             warmup_s: self.warmup.map_or(preset.4, |d| d.as_secs_f64()),
             payload: self.payload.unwrap_or(preset.5),
             publishers: self.publishers.unwrap_or(preset.6).max(1),
+            batch: usize::from(self.batch),
         }
     }
 }
@@ -353,6 +360,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
             publishers: plan.publishers,
             topics: plan.topics,
             payload: plan.payload,
+            batch: plan.batch,
         };
         tokio::spawn(publisher::run(publish_plan, shared.clone(), stats.clone(), stop_publishing.clone()))
     });

@@ -1,5 +1,6 @@
 //! The publishing side of the load generator: HTTP/1.1 keep-alive connections posting
-//! to `/api/publish` at a fixed total rate.
+//! to `/api/publish` (or, with `--batch`, groups of events to `/api/publish/batch`) at a
+//! fixed total rate of events.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct PublishPlan {
     pub topics: usize,
     /// Bytes of padding in each event.
     pub payload: usize,
+    /// Events per request: 1 uses `/api/publish`, more `/api/publish/batch`.
+    pub batch: usize,
 }
 
 /// What the publishers did.
@@ -89,22 +92,41 @@ async fn publish_loop(
     stream.set_nodelay(true)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let period = Duration::from_secs_f64(workers as f64 / plan.rate.max(0.001));
+    let batch = plan.batch.max(1);
+    let period = Duration::from_secs_f64((workers * batch) as f64 / plan.rate.max(0.001));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let pad = "x".repeat(plan.payload);
     let scanner = FrameScanner::default();
     let authorization = plan.api_key.as_ref().map(|k| format!("Bearer {k}"));
     let host = plan.server.to_string();
+    let path = if batch > 1 { "/api/publish/batch" } else { "/api/publish" };
     let mut topic = worker;
+    let mut next_topic = || {
+        let this = topic;
+        topic += workers;
+        if topic >= plan.topics {
+            topic = worker;
+        }
+        this
+    };
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         let sent = shared.now_ns();
-        let body = format!(r#"{{"topic":"bench:{topic}","event":{{"type":"bench","sent":{sent},"pad":"{pad}"}}}}"#);
-        let mut request = Request::post("/api/publish").header(HOST, &host).header(CONTENT_TYPE, "application/json");
+        let event = |topic: usize| {
+            format!(r#"{{"topic":"bench:{topic}","event":{{"type":"bench","sent":{sent},"pad":"{pad}"}}}}"#)
+        };
+        let topics: Vec<usize> = (0..batch).map(|_| next_topic()).collect();
+        let body = if batch > 1 {
+            let items: Vec<String> = topics.iter().map(|&t| event(t)).collect();
+            format!(r#"{{"events":[{}]}}"#, items.join(","))
+        } else {
+            event(topics[0])
+        };
+        let mut request = Request::post(path).header(HOST, &host).header(CONTENT_TYPE, "application/json");
         if let Some(auth) = &authorization {
             request = request.header(AUTHORIZATION, auth);
         }
@@ -112,18 +134,38 @@ async fn publish_loop(
         let ok = response.status().is_success();
         let answer = response.into_body().collect().await?.to_bytes();
         let _ = stats.round_trip.lock().record(shared.now_ns().saturating_sub(sent).max(1));
+        if batch > 1 {
+            record_batch(stats, &topics, ok.then_some(&answer[..]));
+            continue;
+        }
         match scanner.scan(&answer).filter(|_| ok) {
             Some(scanned) => {
                 stats.accepted.fetch_add(1, Ordering::Relaxed);
-                stats.last_offset[topic].fetch_max(scanned.offset, Ordering::Relaxed);
+                stats.last_offset[topics[0]].fetch_max(scanned.offset, Ordering::Relaxed);
             }
             None => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
-        topic += workers;
-        if topic >= plan.topics {
-            topic = worker;
+    }
+}
+
+/// Counts a batch's answer `{"results":[{"offset"…} or {"error"…}…]}` item by item
+/// (`None`: the request failed as a whole).
+fn record_batch(stats: &PublishStats, topics: &[usize], answer: Option<&[u8]>) {
+    let results = answer
+        .and_then(|a| serde_json::from_slice::<serde_json::Value>(a).ok())
+        .and_then(|mut v| v.get_mut("results").map(serde_json::Value::take));
+    let results = results.as_ref().and_then(serde_json::Value::as_array);
+    for (i, &topic) in topics.iter().enumerate() {
+        match results.and_then(|r| r.get(i)).and_then(|r| r.get("offset")).and_then(serde_json::Value::as_u64) {
+            Some(offset) => {
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                stats.last_offset[topic].fetch_max(offset, Ordering::Relaxed);
+            }
+            None => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -478,8 +478,16 @@ impl std::fmt::Display for Report {
         writeln!(f, "server RSS/connection  {}", opt(self.server_rss_per_connection.map(|b| b / 1024.0), " KiB"))?;
         writeln!(
             f,
-            "publishes              {} ok, {} failed; {:.1}/s in the window (asked {:.1}/s)",
-            self.published, self.publish_failures, self.publish_rate, self.plan.rate
+            "publishes              {} ok, {} failed; {:.1}/s in the window (asked {:.1}/s){}",
+            self.published,
+            self.publish_failures,
+            self.publish_rate,
+            self.plan.rate,
+            if self.plan.batch > 1 {
+                format!(", {} per POST /api/publish/batch", self.plan.batch)
+            } else {
+                String::new()
+            }
         )?;
         writeln!(
             f,

@@ -22,6 +22,7 @@ fn args(gw: &TestGateway, out: &std::path::Path) -> BenchArgs {
         warmup: Some(Duration::from_millis(300)),
         payload: Some(32),
         publishers: Some(2),
+        batch: 1,
         connect_concurrency: 20,
         api_key: Some(API_KEY.into()),
         token: Some(gw.token("bench", serde_json::json!({"topics": ["bench:*"]}))),
@@ -57,6 +58,23 @@ async fn bench_measures_a_real_run_with_no_loss_and_writes_report_and_plots() {
         let svg = std::fs::read_to_string(out.join(plot)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{plot}");
     }
+    let _ = std::fs::remove_dir_all(out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_publishes_go_through_publish_batch_with_no_loss() {
+    let gw = TestGateway::spawn().await;
+    let out = std::env::temp_dir().join(format!("signalbox-bench-batch-{}", std::process::id()));
+    let mut a = args(&gw, &out);
+    a.batch = 10;
+    let report = signalbox::bench::run(a).await.unwrap();
+    assert_eq!(report.publish_failures, 0, "{report}");
+    assert!(report.published >= 100 && report.published % 10 == 0, "{report}");
+    assert!(report.expected > 1000, "{report}");
+    assert_eq!((report.lost, report.duplicates, report.received), (0, 0, report.expected), "{report}");
+    assert!(report.to_string().contains("10 per POST /api/publish/batch"), "{report}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["plan"]["batch"], 10);
     let _ = std::fs::remove_dir_all(out);
 }
 
