@@ -1,8 +1,10 @@
-//! SPEC §9.1 (presence bullet) and §9.4 over a real `redis-server` with two gateway nodes
-//! (in this process, or the real `signalbox` binary where one must die by SIGKILL):
-//! presence counted across nodes, `join`/`leave` relayed between nodes, a crashed node's
-//! presence swept with `leave` events, and `POST /api/publish/batch` on Redis (offsets
-//! under a concurrent publisher, one round trip, Redis down).
+//! SPEC §9.1 (presence bullet) and §9.4 over a real `redis-server` with two or three
+//! gateway nodes (in this process, or the real `signalbox` binary where one must die by
+//! SIGKILL): presence counted across nodes, `join`/`leave` relayed between nodes (in order,
+//! even for a subscriber flapping), a crashed node's presence swept with `leave` events, a
+//! node shutting down removing its presence, and `POST /api/publish/batch` on Redis
+//! (offsets under a concurrent publisher, one pipeline, Redis down, one item failing in
+//! Redis).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -676,7 +678,7 @@ async fn a_batch_of_100_is_100_script_calls_sent_together() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 6. A batch while Redis is down.
+// 6. A batch while Redis is down, and an item whose publish fails in Redis.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_while_redis_is_down_reports_broker_unavailable_per_item() {
@@ -706,6 +708,17 @@ async fn a_batch_while_redis_is_down_reports_broker_unavailable_per_item() {
     let unavailable = metric(metrics.as_str().unwrap(), "signalbox_errors_total{code=\"BROKER_UNAVAILABLE\"}");
     assert_eq!(unavailable, 2.0, "one error per failed item");
 
+    // Presence cannot be read either: the same code, for the API and the action.
+    let (status, body) = a.http().get("/api/topics/bd:1/presence").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("BROKER_UNAVAILABLE")), "{body}");
+    let mut client = connect(&a.addr.to_string(), "w").await;
+    let reply = ask(&mut client, json!({"action": "presence", "topic": "bd:1"}), "p").await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("BROKER_UNAVAILABLE")),
+        "{reply}"
+    );
+
     // Redis back (empty, without the script): the same batch goes through.
     let _back = Redis::start_on(port);
     let start = Instant::now();
@@ -725,4 +738,42 @@ async fn a_batch_while_redis_is_down_reports_broker_unavailable_per_item() {
     assert_eq!((multi[0]["offset"].as_u64(), multi[1]["offset"].as_u64()), (Some(2), Some(1)), "{body}");
     let (_, info) = a.http().get("/api/topics/bd:2").await;
     assert_eq!((info["offset"].as_u64(), info["state"]["n"].as_u64()), (Some(1), Some(3)), "retained: {info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_item_failing_in_redis_fails_alone() {
+    let redis = Redis::start();
+    let a = node(&redis.url(), None).await;
+    let mut subscriber = connect(&a.addr.to_string(), "reader").await;
+    subscribe(&mut subscriber, "bf:ok").await;
+    // bf:broken's meta key holds a string: its publish script fails with WRONGTYPE.
+    let mut conn = ::redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("SET").arg("sb:{bf:broken}:meta").arg("x").query_async(&mut conn).await.unwrap();
+    let (status, alone) = a.http().post("/api/publish", json!({"topic": "bf:broken", "event": {"type": "ev"}})).await;
+    let batch = json!({"events": [
+        {"topic": "bf:ok", "event": {"type": "ev", "n": 1}},
+        {"topic": "bf:broken", "event": {"type": "ev", "n": 2}},
+        {"topics": ["bf:ok", "bf:broken", "bf:other"], "event": {"type": "ev", "n": 3}},
+        {"topic": "bf:ok", "event": {"type": "ev", "n": 4}},
+    ]});
+    assert_eq!((status, alone["error"]["code"].as_str()), (503, Some("BROKER_UNAVAILABLE")), "{alone}");
+    let (batch_status, body) = a.http().post("/api/publish/batch", batch).await;
+    assert_eq!(batch_status, 200, "{body}");
+    let results = &body["results"];
+    assert_eq!((results[0]["offset"].as_u64(), results[3]["offset"].as_u64()), (Some(1), Some(3)), "{body}");
+    // The broken item answers what /api/publish answers for it.
+    assert_eq!(
+        results[1]["error"]["code"], alone["error"]["code"],
+        "/api/publish answered {status} {alone}; the batch {body}"
+    );
+    assert_eq!(results[2]["error"]["code"], alone["error"]["code"], "first error of the topics item: {body}");
+    // What was published around the failures stands, in order.
+    let (_, other) = a.http().get("/api/topics/bf:other").await;
+    assert_eq!(other["offset"], 1, "bf:other after the broken topic in the same item: {other}");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = subscriber.recv().await;
+        seen.push((offset_of(&event), event["n"].as_u64().unwrap()));
+    }
+    assert_eq!(seen, [(1, 1), (2, 3), (3, 4)]);
 }
