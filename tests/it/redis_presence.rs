@@ -643,8 +643,11 @@ async fn a_batch_of_100_is_100_script_calls_sent_together() {
     const N: u64 = 100;
     let redis = Redis::start();
     let a = node(&redis.url(), None).await;
-    // Warm-up: the publish script is loaded.
+    // Warm-up: the publish scripts are loaded (a single publish's, a batch's).
     a.http().publish("rt:0", json!({"type": "ev"})).await;
+    let (status, body) =
+        a.http().post("/api/publish/batch", json!({"events": [{"topic": "rt:0", "event": {"type": "ev"}}]})).await;
+    assert_eq!((status, body["results"][0]["offset"].as_u64()), (200, Some(2)), "{body}");
 
     let mut conn = ::redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let info: String = ::redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
@@ -776,4 +779,45 @@ async fn a_batch_item_failing_in_redis_fails_alone() {
         seen.push((offset_of(&event), event["n"].as_u64().unwrap()));
     }
     assert_eq!(seen, [(1, 1), (2, 3), (3, 4)]);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. A leave during a Redis outage is still announced once Redis is back.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_during_a_redis_outage_is_announced_once_redis_is_back() {
+    const TTL: Duration = Duration::from_secs(2);
+    let data = tempfile::tempdir().unwrap();
+    let port = crate::servers::free_port();
+    let persistent = ["--appendonly", "yes", "--appendfsync", "always", "--dir", data.path().to_str().unwrap()];
+    let mut redis = Redis::start_with(port, &persistent);
+    let (a, b) = (node(&redis.url(), Some(TTL)).await, node(&redis.url(), Some(TTL)).await);
+    let topic = "lobby:outage";
+    let mut alice = connect(&a.addr.to_string(), "alice").await;
+    subscribe(&mut alice, topic).await;
+    assert_eq!(alice.recv().await, change("join", topic, "alice", &alice.id()));
+    let mut bob = connect(&b.addr.to_string(), "bob").await;
+    subscribe(&mut bob, topic).await;
+    let bob_id = bob.id();
+    assert_eq!(alice.recv().await, change("join", topic, "bob", &bob_id), "alice hears bob join");
+
+    redis.process.kill();
+    drop(bob); // B cannot write this leave
+    let before = recv_within(&mut alice, Duration::from_millis(500)).await;
+    let _back = Redis::start_with(port, &persistent);
+    let back = Instant::now();
+    // B's leave write is sent once its connection is back, or, if it failed, bob's entry
+    // (no longer refreshed) expires and a sweep announces it: within 4/3 of the TTL plus
+    // the reconnect (backoff ≤ 2 s) either way.
+    let bound = Duration::from_secs(8);
+    let got = recv_within(&mut alice, bound).await;
+    assert_eq!(
+        got,
+        Some(change("leave", topic, "bob", &bob_id)),
+        "alice hears bob leave within {bound:?} of Redis' return (after {:?}; before it: {before:?})",
+        back.elapsed()
+    );
+    let mut watcher = connect(&a.addr.to_string(), "w").await;
+    expect_presence(&a, &mut watcher, &presence_body(topic, &["alice"], 1), "after the outage").await;
+    alice.expect_silence(Duration::from_millis(800)).await;
 }
