@@ -119,9 +119,12 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state;
-        let broker_task = match self.broker {
+        // The Redis broker outlives the connections: the presence leaves of the connections
+        // closed at shutdown are written to Redis before it stops.
+        let stop_broker = CancellationToken::new();
+        let mut broker_task = match self.broker {
             BrokerKind::Memory(broker) => tokio::spawn(broker.run_sweeper(state.shutdown.clone())),
-            BrokerKind::Redis(broker) => tokio::spawn(broker.run(state.shutdown.clone())),
+            BrokerKind::Redis(broker) => tokio::spawn(broker.run(stop_broker.clone())),
         };
         let stop_accepting = CancellationToken::new();
         let router = crate::http_api::router(state.clone());
@@ -174,13 +177,20 @@ impl Gateway {
         };
         routing::flush_outbox(&state.dispatcher, &drainers, stop_drainers, deadline).await;
         upkeep.abort();
-        broker_task.abort();
+        stop_broker.cancel();
+        if timeout(BROKER_FLUSH, &mut broker_task).await.is_err() {
+            broker_task.abort();
+        }
         liveness.abort();
         health_checks.abort();
         tracing::info!("shutdown complete");
         result
     }
 }
+
+/// How long a stopping node waits for the broker to write what it queued (the presence
+/// leaves of the connections it closed).
+const BROKER_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A resume replays up to `history_size` events into the send queue at once; a smaller
 /// queue cuts such a client with 4008 after the first part (it then resumes from there,

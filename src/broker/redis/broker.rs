@@ -266,18 +266,18 @@ impl Shared {
     }
 
     /// A message from `topic`'s channel (another node's publish).
-    pub fn on_message(self: &Arc<Self>, topic: Topic, epoch: &str, offset: u64, frame: &str) {
-        let Some(watched) = self.topics.get(&topic).map(|w| w.value().clone()) else { return };
+    pub fn on_message(self: &Arc<Self>, topic: &Topic, epoch: &str, offset: u64, frame: &str) {
+        let Some(watched) = self.topics.get(topic).map(|w| w.value().clone()) else { return };
         let Some(arrival) = Arrival::from_frame(frame.to_owned().into(), Instant::now()) else {
             tracing::warn!(topic = %topic, offset, "a message on the topic's channel is not an event; ignored");
             return;
         };
         let gap = {
             let mut seq = watched.seq.lock();
-            self.offer(&topic, &mut seq, Epoch::new(epoch), offset, arrival)
+            self.offer(topic, &mut seq, Epoch::new(epoch), offset, arrival)
         };
         if gap {
-            self.schedule_repair(topic, watched);
+            self.schedule_repair(topic.clone(), watched);
         }
     }
 

@@ -61,6 +61,14 @@ impl From<StoreError> for super::BrokerError {
     }
 }
 
+/// The events of one topic in a [`RedisStore::publish_many`]: their index in the call,
+/// their encoding, and whether each is retained.
+struct Group {
+    keys: TopicKeys,
+    policy: HistoryPolicy,
+    items: Vec<(usize, crate::codec::DeliveryParts, bool)>,
+}
+
 /// The most events one read asks for (a larger limit means "all": a stream never holds
 /// more than a namespace's `history_size`, itself far below this).
 const MAX_READ_LIMIT: usize = 1 << 30;
@@ -85,6 +93,7 @@ impl Default for StoreOptions {
 pub struct RedisStore {
     conn: RedisConn,
     publish: ::redis::Script,
+    publish_many: ::redis::Script,
     read: ::redis::Script,
     /// `PUBLISH`, or `SPUBLISH` on a cluster (sharded pub/sub).
     publish_command: &'static str,
@@ -105,6 +114,7 @@ impl RedisStore {
         Self {
             conn,
             publish: ::redis::Script::new(script::PUBLISH),
+            publish_many: ::redis::Script::new(script::PUBLISH_MANY),
             read: ::redis::Script::new(script::READ),
             publish_command,
             options,
@@ -175,10 +185,12 @@ impl RedisStore {
         Ok((StreamPosition { offset, epoch: Epoch::new(&epoch) }, frame))
     }
 
-    /// Publishes many events in order with one round trip: one pipeline of publish
-    /// scripts to a single Redis; on a cluster the scripts are sent together on the
-    /// nodes' multiplexed connections (one wait; a pipeline cannot span slots). Each
-    /// result is that event's, as [`RedisStore::publish_frame`] would answer it.
+    /// Publishes many events with one round trip: the events of each topic, in their
+    /// order, in one script ([`script::PUBLISH_MANY`]); the scripts of all topics in one
+    /// pipeline to a single Redis, or sent together on a cluster's node connections (a
+    /// pipeline cannot span slots). Each result is that event's, as
+    /// [`RedisStore::publish_frame`] would answer it. Order is kept per topic (offsets);
+    /// events of different topics are not ordered against each other.
     pub async fn publish_many(
         &self,
         items: &[(&Topic, &Event, bool, HistoryPolicy)],
@@ -187,41 +199,23 @@ impl RedisStore {
         if node_id.contains('\n') {
             return items.iter().map(|_| Err(StoreError::BadNodeId)).collect();
         }
-        let prepared: Vec<(TopicKeys, crate::codec::DeliveryParts, HistoryPolicy, bool)> = items
-            .iter()
-            .map(|(topic, event, retain, policy)| {
-                (TopicKeys::new(topic), encode_delivery_parts(event, topic), *policy, *retain)
-            })
-            .collect();
-        let invocation =
-            |keys: &TopicKeys, parts: &crate::codec::DeliveryParts, policy: &HistoryPolicy, retain: bool| {
-                let history_size = if policy.keeps_history() { policy.size } else { 0 };
-                let retain = retain && !policy.retained_ttl.is_zero();
-                let mut cmd = ::redis::cmd("EVALSHA");
-                cmd.arg(self.publish.get_hash())
-                    .arg(3)
-                    .arg(&keys.meta)
-                    .arg(&keys.stream)
-                    .arg(&keys.retained)
-                    .arg(Epoch::generate().as_str())
-                    .arg(&parts.head)
-                    .arg(&parts.tail)
-                    .arg(history_size)
-                    .arg(millis(policy.ttl))
-                    .arg(self.meta_ttl_ms(policy))
-                    .arg(if retain { "1" } else { "0" })
-                    .arg(millis(policy.retained_ttl))
-                    .arg(node_id)
-                    .arg(&keys.channel)
-                    .arg(self.publish_command);
-                cmd
-            };
-        let mut results: Vec<Option<Result<(u64, String), StoreError>>> = (0..items.len()).map(|_| None).collect();
+        // One group per topic, in the order topics first appear; items keep their order.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut group_of: std::collections::HashMap<&Topic, usize> = std::collections::HashMap::new();
+        for (index, (topic, event, retain, policy)) in items.iter().enumerate() {
+            let group = *group_of.entry(*topic).or_insert_with(|| {
+                groups.push(Group { keys: TopicKeys::new(topic), policy: *policy, items: Vec::new() });
+                groups.len() - 1
+            });
+            let retain = *retain && !policy.retained_ttl.is_zero();
+            groups[group].items.push((index, encode_delivery_parts(event, topic), retain));
+        }
+        let mut answers: Vec<Option<Result<(u64, String), StoreError>>> = (0..groups.len()).map(|_| None).collect();
         // Twice at most: the second time after loading the script (Redis restarted and
-        // forgot it, or never had it), for the items that failed with NOSCRIPT.
+        // forgot it, or never had it), for the groups that failed with NOSCRIPT.
         for attempt in 0..2 {
-            let pending: Vec<usize> = (0..items.len())
-                .filter(|&i| match &results[i] {
+            let pending: Vec<usize> = (0..groups.len())
+                .filter(|&g| match &answers[g] {
                     None => true,
                     Some(Err(StoreError::Redis(e))) => {
                         attempt == 1 && e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript)
@@ -234,50 +228,82 @@ impl RedisStore {
             }
             let mut conn = self.conn.clone();
             if attempt == 1
-                && let Err(e) = self.publish.load_async(&mut conn).await
+                && let Err(e) = self.publish_many.load_async(&mut conn).await
             {
-                let e = StoreError::Redis(e);
-                for &i in &pending {
-                    results[i] = Some(Err(StoreError::Reply(e.to_string())));
+                for &g in &pending {
+                    answers[g] = Some(Err(StoreError::Reply(e.to_string())));
                 }
                 break;
             }
-            let answers: Vec<::redis::RedisResult<(u64, String)>> = match &conn {
+            let results: Vec<::redis::RedisResult<(u64, String)>> = match &conn {
                 RedisConn::Single(_) => {
                     let mut pipe = ::redis::pipe();
                     pipe.ignore_errors();
-                    for &i in &pending {
-                        let (keys, parts, policy, retain) = &prepared[i];
-                        pipe.add_command(invocation(keys, parts, policy, *retain));
+                    for &g in &pending {
+                        pipe.add_command(self.publish_group(&groups[g], node_id));
                     }
                     match pipe.query_async(&mut conn).await {
-                        Ok(answers) => answers,
+                        Ok(results) => results,
                         Err(e) => pending.iter().map(|_| Err(e.clone())).collect(),
                     }
                 }
                 RedisConn::Cluster(_) => {
-                    let calls = pending.iter().map(|&i| {
-                        let (keys, parts, policy, retain) = &prepared[i];
-                        let cmd = invocation(keys, parts, policy, *retain);
+                    let calls = pending.iter().map(|&g| {
+                        let cmd = self.publish_group(&groups[g], node_id);
                         let mut conn = conn.clone();
                         async move { cmd.query_async(&mut conn).await }
                     });
                     futures_util::future::join_all(calls).await
                 }
             };
-            for (&i, answer) in pending.iter().zip(answers) {
-                results[i] = Some(answer.map_err(StoreError::Redis));
+            for (&g, result) in pending.iter().zip(results) {
+                answers[g] = Some(result.map_err(StoreError::Redis));
             }
         }
-        results
-            .into_iter()
-            .zip(prepared)
-            .map(|(result, (_, parts, _, _))| {
-                let (offset, epoch) = result.unwrap_or_else(|| Err(StoreError::Reply("no answer".into())))?;
-                let frame = FrameText::from(format!("{}{offset}{}", parts.head, parts.tail));
-                Ok((StreamPosition { offset, epoch: Epoch::new(&epoch) }, frame))
-            })
-            .collect()
+        let mut results: Vec<Option<Result<(StreamPosition, FrameText), StoreError>>> =
+            (0..items.len()).map(|_| None).collect();
+        for (group, answer) in groups.into_iter().zip(answers) {
+            match answer.unwrap_or_else(|| Err(StoreError::Reply("no answer".into()))) {
+                Ok((first, epoch)) => {
+                    let epoch = Epoch::new(&epoch);
+                    for (offset, (index, parts, _)) in (first..).zip(group.items) {
+                        let frame = FrameText::from(format!("{}{offset}{}", parts.head, parts.tail));
+                        results[index] = Some(Ok((StreamPosition { offset, epoch: epoch.clone() }, frame)));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (index, _, _) in group.items {
+                        results[index] = Some(Err(StoreError::Reply(message.clone())));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(StoreError::Reply("no answer".into())))).collect()
+    }
+
+    /// The `EVALSHA` of [`script::PUBLISH_MANY`] for one topic's group.
+    fn publish_group(&self, group: &Group, node_id: &str) -> ::redis::Cmd {
+        let policy = &group.policy;
+        let history_size = if policy.keeps_history() { policy.size } else { 0 };
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(self.publish_many.get_hash())
+            .arg(3)
+            .arg(&group.keys.meta)
+            .arg(&group.keys.stream)
+            .arg(&group.keys.retained)
+            .arg(Epoch::generate().as_str())
+            .arg(history_size)
+            .arg(millis(policy.ttl))
+            .arg(self.meta_ttl_ms(policy))
+            .arg(millis(policy.retained_ttl))
+            .arg(node_id)
+            .arg(&group.keys.channel)
+            .arg(self.publish_command);
+        for (_, parts, retain) in &group.items {
+            cmd.arg(&parts.head).arg(&parts.tail).arg(if *retain { "1" } else { "0" });
+        }
+        cmd
     }
 
     /// Reads `topic`'s position, events and retained state per `request`, at one instant

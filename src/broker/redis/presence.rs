@@ -202,7 +202,16 @@ impl PresenceStore {
         upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    // Stopping: what is queued (the leaves of the connections closed at
+                    // shutdown) is still written, so other nodes see them go at once.
+                    let mut rest = Vec::new();
+                    while let Ok(op) = ops.try_recv() {
+                        rest.push(op);
+                    }
+                    self.write_all(&shared, rest).await;
+                    return;
+                }
                 op = ops.recv() => {
                     let Some(op) = op else { return };
                     let mut batch = vec![op];
@@ -212,20 +221,24 @@ impl PresenceStore {
                             Err(_) => break,
                         }
                     }
-                    // One topic's writes stay in order: the multiplexed connection sends
-                    // them in the order they are polled, and `join_all` polls in order.
-                    let writes = batch.into_iter().map(|op| self.write(&shared, op));
-                    for result in futures_util::future::join_all(writes).await {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "presence write failed; the next refresh rewrites this node's entries");
-                        }
-                    }
+                    self.write_all(&shared, batch).await;
                 }
                 _ = upkeep.tick() => {
                     if let Err(e) = self.upkeep(&shared).await {
                         tracing::debug!(error = %e, "presence refresh or sweep failed");
                     }
                 }
+            }
+        }
+    }
+
+    /// Sends `ops`. One topic's writes stay in order: the multiplexed connection sends them
+    /// in the order they are polled, and `join_all` polls in order.
+    async fn write_all(&self, shared: &Shared, ops: Vec<Op>) {
+        let writes = ops.into_iter().map(|op| self.write(shared, op));
+        for result in futures_util::future::join_all(writes).await {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "presence write failed; the next refresh rewrites this node's entries");
             }
         }
     }

@@ -44,6 +44,46 @@ redis.call(ARGV[11], ARGV[10], ARGV[9] .. '\n' .. epoch .. '\n' .. off .. '\n' .
 return {offset, epoch}
 ";
 
+/// Several publishes to one topic, in order, in one script: what [`PUBLISH`] does for each,
+/// with one offset increment, one TTL refresh and one channel message for the lot. Returns
+/// `{first offset, epoch}`; the events have the offsets `first, first + 1, …`.
+///
+/// KEYS: 1 meta, 2 stream, 3 retained.
+/// ARGV: 1 epoch candidate, 2 history size (0: no history), 3 history ttl ms, 4 meta ttl
+/// ms, 5 retained ttl ms, 6 publishing node id, 7 channel, 8 the publish command, then per
+/// event: frame head, frame tail, retain (`1`/`0`).
+///
+/// The channel message is `<node id>\n<epoch>\n<first offset>\n<frame>\n<frame>…`: a frame
+/// is compact JSON and never holds a raw newline (see [`ChannelMessage::frames`]).
+pub const PUBLISH_MANY: &str = r"
+local n = (#ARGV - 8) / 3
+local last = redis.call('HINCRBY', KEYS[1], 'offset', n)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local first = last - n + 1
+local history = tonumber(ARGV[2]) > 0
+local frames = {}
+for i = 0, n - 1 do
+  local off = string.format('%d', first + i)
+  local frame = ARGV[9 + 3 * i] .. off .. ARGV[10 + 3 * i]
+  if history then
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], off .. '-0', 'f', frame)
+  end
+  if ARGV[11 + 3 * i] == '1' then
+    redis.call('SET', KEYS[3], frame, 'PX', ARGV[5])
+  end
+  frames[#frames + 1] = frame
+end
+if history then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+redis.call(ARGV[8], ARGV[7], ARGV[6] .. '\n' .. epoch .. '\n' .. string.format('%d', first) .. '\n' .. table.concat(frames, '\n'))
+return {first, epoch}
+";
+
 /// One read: position, the events after an offset, and the retained state, at one
 /// instant. A topic without an epoch gets one here (the candidate), so that a reader's
 /// position stays valid when the first publish comes.
@@ -104,8 +144,9 @@ pub fn channel_payload(node_id: &str, epoch: &str, offset: u64, frame: &str) -> 
     format!("{node_id}\n{epoch}\n{offset}\n{frame}")
 }
 
-/// What the publish script sends on a topic's channel:
-/// `<node id>\n<epoch>\n<offset>\n<frame>`.
+/// What the publish scripts send on a topic's channel:
+/// `<node id>\n<epoch>\n<offset>\n<frame>`, or several frames with consecutive offsets
+/// from `offset`, one per line ([`PUBLISH_MANY`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMessage<'a> {
     /// The node that published (it skips its own echo).
@@ -114,7 +155,7 @@ pub struct ChannelMessage<'a> {
     pub epoch: &'a str,
     /// The event's offset.
     pub offset: u64,
-    /// The delivered frame.
+    /// The delivered frame (several, one per line, from [`PUBLISH_MANY`]).
     pub frame: &'a str,
 }
 
@@ -128,6 +169,12 @@ impl<'a> ChannelMessage<'a> {
         let frame = parts.next()?;
         Some(Self { node_id, epoch, offset, frame })
     }
+
+    /// Each frame with its offset (`offset`, `offset + 1`, …).
+    pub fn frames(&self) -> impl Iterator<Item = (u64, &'a str)> + 'a {
+        let first = self.offset;
+        self.frame.split('\n').enumerate().map(move |(i, frame)| (first + i as u64, frame))
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +187,8 @@ mod tests {
         assert_eq!(msg, ChannelMessage { node_id: "n1", epoch: "abc", offset: 42, frame: "{\"a\":\"x\\ny\"}" });
         assert!(ChannelMessage::parse("n1\nabc\nx\n{}").is_none());
         assert!(ChannelMessage::parse("n1\nabc\n1").is_none());
+        let many = ChannelMessage::parse("n1\ne\n7\n{\"a\":1}\n{\"a\":2}").unwrap();
+        assert_eq!(many.frames().collect::<Vec<_>>(), vec![(7, "{\"a\":1}"), (8, "{\"a\":2}")]);
         let built = channel_payload("n2", "", 0, "{}");
         assert_eq!(
             ChannelMessage::parse(&built),

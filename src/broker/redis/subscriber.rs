@@ -223,5 +223,7 @@ fn on_message(shared: &Arc<Shared>, channel: &str, payload: &str) {
         super::presence::relay(shared, &topic, message.frame);
         return;
     }
-    shared.on_message(topic, message.epoch, message.offset, message.frame);
+    for (offset, frame) in message.frames() {
+        shared.on_message(&topic, message.epoch, offset, frame);
+    }
 }
