@@ -281,6 +281,23 @@ impl Push {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text is a URL or a refusal, never a panic, and a refusal never repeats a
+        /// password given in it.
+        #[test]
+        fn any_broker_url_parses_or_is_refused(
+            scheme in prop_oneof![Just("redis"), Just("rediss"), Just("redis+cluster"), Just("rediss+cluster"), Just("http"), Just("")],
+            rest in ".{0,60}",
+        ) {
+            let url = format!("{scheme}://user:s3cr3tpw@{rest}");
+            if let Err(e) = Target::parse(&url) {
+                prop_assert!(!e.to_string().contains("s3cr3tpw"), "{}", e);
+            }
+            let _ = Target::parse(&rest);
+        }
+    }
 
     #[test]
     fn parses_single_and_cluster_urls() {

@@ -180,6 +180,30 @@ impl<'a> ChannelMessage<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What a node builds parses back to the same parts, whatever the node id, epoch
+        /// and frames (compact JSON never holds a raw newline), and any payload at all
+        /// parses or is refused without panicking.
+        #[test]
+        fn channel_messages_round_trip(
+            node in "[A-Za-z0-9_]{1,24}",
+            epoch in "[0-9a-f]{0,16}",
+            offset in 0u64..(1 << 53),
+            frames in proptest::collection::vec("[^\n]{0,40}", 1..5),
+            junk in ".{0,80}",
+        ) {
+            let joined = frames.join("\n");
+            let payload = channel_payload(&node, &epoch, offset, &joined);
+            let message = ChannelMessage::parse(&payload).unwrap();
+            prop_assert_eq!((message.node_id, message.epoch, message.offset), (node.as_str(), epoch.as_str(), offset));
+            let parsed: Vec<(u64, &str)> = message.frames().collect();
+            let expected: Vec<(u64, &str)> = frames.iter().enumerate().map(|(i, f)| (offset + i as u64, f.as_str())).collect();
+            prop_assert_eq!(parsed, expected);
+            let _ = ChannelMessage::parse(&junk).map(|m| m.frames().count());
+        }
+    }
 
     #[test]
     fn parses_channel_messages() {
