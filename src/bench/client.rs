@@ -154,6 +154,9 @@ pub struct ClientTally {
     pub recovered: u32,
     /// Reconnections that failed for good.
     pub reconnect_failures: u32,
+    /// Times the connection ended (its node stopped, or closed it) and the client resumed
+    /// on another node (`--failover`).
+    pub failovers: u32,
     /// Offset in the `subscribed` reply of the last resubscription: the replay ends there.
     pub resumed_at: u64,
 }
@@ -377,12 +380,15 @@ pub struct Receiver {
     pub drops: bool,
     /// How long a dropping client stays offline before it reconnects.
     pub offline: Duration,
+    /// With `--failover`: every node of the cluster. When the connection ends before the
+    /// run does, the client resumes with `since` on the next node of this list.
+    pub failover: Vec<SocketAddr>,
 }
 
 /// Reads until `stop` fires or the socket ends, counting into `tally` and `shared`. When
 /// `storm` fires, drops the connection at once, reconnects and resubscribes with `since`.
 pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> ClientTally {
-    let Receiver { index, config, shared, stop, storm, drops, offline } = ctx;
+    let Receiver { index, mut config, shared, stop, storm, drops, offline, failover } = ctx;
     let protocol = config.protocol;
     let scanner = FrameScanner::default();
     let shard = shared.latency_shard(config.node, index);
@@ -420,7 +426,18 @@ pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> C
             if matches!(frame, Some(Ok(_))) {
                 continue;
             }
-            break;
+            if stop.is_cancelled() || failover.len() < 2 {
+                break;
+            }
+            // The node went away (killed, drained with 1001, or resynchronising with
+            // 1012): resume on the next nodes in turn, as a client behind a load balancer.
+            match fail_over(&mut config, &failover, index, &mut tally, &shared, &stop).await {
+                Some(socket) => {
+                    ws = socket;
+                    continue;
+                }
+                None => break,
+            }
         };
         let body = match protocol {
             Protocol::Native => Some(text.as_bytes()),
@@ -459,6 +476,33 @@ pub async fn receive(mut ws: Socket, mut tally: ClientTally, ctx: Receiver) -> C
     }
     let _ = ws.close(None).await;
     tally
+}
+
+/// Resumes on the other nodes of `nodes` in turn, starting after the current one; returns
+/// the new socket, with `config` pointing at its node.
+async fn fail_over(
+    config: &mut ClientConfig,
+    nodes: &[SocketAddr],
+    index: usize,
+    tally: &mut ClientTally,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Option<Socket> {
+    let dropped = Instant::now();
+    let current = nodes.iter().position(|n| *n == config.server).unwrap_or(0);
+    for step in 1..=nodes.len() {
+        let mut next = config.clone();
+        next.server = nodes[(current + step) % nodes.len()];
+        if let Some(socket) = reconnect(&next, index, tally, shared, stop, dropped).await {
+            tally.failovers += 1;
+            *config = next;
+            return Some(socket);
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    None
 }
 
 /// Whether `sent` (ns since the run started) falls in the span [start, end).

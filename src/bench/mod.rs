@@ -137,6 +137,11 @@ pub struct BenchArgs {
     /// while the resumes run shows whether resuming stalls live delivery).
     #[arg(long, default_value_t = 1.0)]
     pub storm_fraction: f64,
+    /// A subscriber whose connection ends before the run does (its node was killed, or
+    /// closed it with 1001 or 1012) resumes with `since` on the next node of `--server`,
+    /// as a client behind a load balancer would; loss and duplicates are still counted.
+    #[arg(long)]
+    pub failover: bool,
 }
 
 /// Where the server under test is: one server, or the nodes of a cluster (boxed in
@@ -326,6 +331,7 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
                     storm: storm.clone(),
                     drops: drops_in_storm(i, plan.topics, args.storm_fraction),
                     offline: args.storm_offline,
+                    failover: if args.failover { servers.clone() } else { Vec::new() },
                 };
                 dropping += u64::from(receiver.drops);
                 readers.push(tokio::spawn(client::receive(ws, tally, receiver)));

@@ -242,6 +242,8 @@ pub struct Report {
     pub publish_round_trip: Percentiles,
     /// The storm (`--scenario storm`): every client dropped and resubscribed.
     pub storm: Option<StormReport>,
+    /// Subscribers that resumed on another node after theirs went away (`--failover`).
+    pub failovers: u64,
     /// (seconds since start, deliveries in that second).
     pub timeline: Vec<(f64, u64)>,
     #[serde(skip)]
@@ -295,6 +297,7 @@ impl Report {
             .collect();
         let (server_before, server_idle) = (procstat::total(&i.server_before), procstat::total(&i.server_idle));
         let server_end = procstat::total(&i.server_end);
+        let failovers = i.tallies.iter().map(|t| u64::from(t.failovers)).sum();
         let storm = i.storm.map(|s| StormReport {
             resubscribed: s.resubscribed,
             failed: i.tallies.iter().map(|t| u64::from(t.reconnect_failures)).sum(),
@@ -369,6 +372,7 @@ impl Report {
             latency: Percentiles::of(&i.latency),
             publish_round_trip: Percentiles::of(&i.round_trip),
             storm,
+            failovers,
             timeline: i.timeline,
             latency_histogram: i.latency,
         }
@@ -523,6 +527,9 @@ impl std::fmt::Display for Report {
         )?;
         let r = &self.publish_round_trip;
         write!(f, "publish round trip     p50 {:.3} ms  p99 {:.3} ms", r.p50_ms, r.p99_ms)?;
+        if self.failovers > 0 {
+            write!(f, "\nfailover               {} subscribers resumed on another node", self.failovers)?;
+        }
         if let Some(s) = &self.storm {
             write!(
                 f,

@@ -31,6 +31,7 @@ fn args(gw: &TestGateway, out: &std::path::Path) -> BenchArgs {
         quiet: true,
         storm_offline: Duration::ZERO,
         storm_fraction: 1.0,
+        failover: false,
     }
 }
 
@@ -158,5 +159,33 @@ async fn per_node_counts_show_a_node_that_is_not_in_the_cluster() {
     assert_eq!(on_b.received, 0, "{report}");
     assert!(on_b.expected > 500 && on_b.lost == on_b.expected, "{report}");
     assert_eq!(report.lost, on_b.lost);
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// `--failover` on a real two-node cluster (one Redis): node B stops mid-run (its clients
+/// get 1001), they resume with `since` on node A, and the run still counts every event
+/// once on every client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_clients_resume_on_another_node_with_nothing_lost() {
+    let redis = crate::servers::redis::Redis::start();
+    let a = TestGateway::spawn_with(|c| c.broker = redis.url()).await;
+    let mut b = TestGateway::spawn_with(|c| c.broker = redis.url()).await;
+    let out = std::env::temp_dir().join(format!("signalbox-bench-failover-{}", std::process::id()));
+    let mut bench = args(&a, &out);
+    bench.target.server = vec![a.addr, b.addr];
+    bench.target.publish_server = Some(a.addr);
+    bench.duration = Some(Duration::from_millis(2500));
+    bench.failover = true;
+    let run = tokio::spawn(signalbox::bench::run(bench));
+    // Let the run get going (warm-up 300 ms), then stop node B.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let stopping = b.begin_shutdown();
+    let report = run.await.unwrap().unwrap();
+    stopping.await.unwrap().unwrap();
+    assert_eq!(report.failovers, 20, "node B's 20 clients moved to node A: {report}");
+    assert_eq!(report.publish_failures, 0, "{report}");
+    assert!(report.expected > 1000, "{report}");
+    assert_eq!((report.lost, report.duplicates), (0, 0), "{report}");
+    assert!(report.to_string().contains("failover               20 subscribers resumed on another node"), "{report}");
     let _ = std::fs::remove_dir_all(out);
 }
