@@ -639,45 +639,84 @@ fn monitored(line: &str) -> (String, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_of_100_is_100_script_calls_sent_together() {
+async fn a_batch_of_100_over_4_topics_is_4_script_calls_in_one_pipeline() {
     const N: u64 = 100;
+    const TOPICS: u64 = 4;
     let redis = Redis::start();
-    let a = node(&redis.url(), None).await;
+    let (a, b) = (node(&redis.url(), None).await, node(&redis.url(), None).await);
+    let topic = |i: u64| format!("rt:{}", i % TOPICS);
+    let mut reader = connect(&b.addr.to_string(), "reader").await;
+    for t in 0..TOPICS {
+        subscribe(&mut reader, &topic(t)).await;
+    }
     // Warm-up: the publish scripts are loaded (a single publish's, a batch's).
-    a.http().publish("rt:0", json!({"type": "ev"})).await;
-    let (status, body) =
-        a.http().post("/api/publish/batch", json!({"events": [{"topic": "rt:0", "event": {"type": "ev"}}]})).await;
+    a.http().publish(&topic(0), json!({"type": "ev", "i": 1000})).await;
+    let warm_up = json!({"events": [{"topic": topic(0), "event": {"type": "ev", "i": 1001}}]});
+    let (status, body) = a.http().post("/api/publish/batch", warm_up).await;
     assert_eq!((status, body["results"][0]["offset"].as_u64()), (200, Some(2)), "{body}");
+    for offset in 1..=2 {
+        assert_eq!(offset_of(&reader.recv().await), offset);
+    }
 
     let mut conn = ::redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let info: String = ::redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
     let before = command_calls(&info, "evalsha");
     let monitor = Monitor::start(redis.process.port);
-    let items: Vec<Value> =
-        (0..N).map(|i| json!({"topic": format!("rt:{}", i % 4), "event": {"type": "ev", "i": i}})).collect();
+    let items: Vec<Value> = (0..N).map(|i| json!({"topic": topic(i), "event": {"type": "ev", "i": i}})).collect();
     let (status, body) = a.http().post("/api/publish/batch", json!({ "events": items })).await;
     assert_eq!(status, 200, "{body}");
-    let results = body["results"].as_array().unwrap();
-    assert!(results.iter().all(|r| r["offset"].is_u64()), "{body}");
     let info: String = ::redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
     let after = command_calls(&info, "evalsha");
     let marker = "rp-monitor-end";
     let _: String = ::redis::cmd("ECHO").arg(marker).query_async(&mut conn).await.unwrap();
     let lines = monitor.until(marker);
-    assert_eq!(after - before, N, "EVALSHA calls for a batch of {N}");
 
-    // As MONITOR saw them: N EVALSHA of one script from one connection, with no other
-    // command of that connection between them (one pipeline).
+    // Each topic's events got consecutive offsets in the batch's order.
+    let results = body["results"].as_array().unwrap();
+    let mut next: BTreeMap<String, u64> = (0..TOPICS).map(|t| (topic(t), if t == 0 { 3 } else { 1 })).collect();
+    for (i, result) in results.iter().enumerate() {
+        let expected = next.get_mut(&topic(i as u64)).unwrap();
+        assert_eq!(
+            (result["topic"].as_str(), result["offset"].as_u64()),
+            (Some(topic(i as u64).as_str()), Some(*expected)),
+            "item {i}: {body}"
+        );
+        *expected += 1;
+    }
+    // docs/http-api.md: one script per topic, all of them in one pipeline.
+    assert_eq!(after - before, TOPICS, "EVALSHA calls for a batch of {N} over {TOPICS} topics");
     let commands: Vec<_> = lines.iter().map(|l| monitored(l)).collect();
     let evalsha: Vec<usize> = (0..commands.len()).filter(|&i| commands[i].1 == "EVALSHA").collect();
-    assert_eq!(evalsha.len() as u64, N, "{lines:#?}");
+    assert_eq!(evalsha.len() as u64, TOPICS, "{lines:#?}");
     let (source, _, sha) = commands[evalsha[0]].clone();
-    assert!(evalsha.iter().all(|&i| commands[i].0 == source && commands[i].2 == sha), "{lines:#?}");
+    assert!(
+        evalsha.iter().all(|&i| commands[i].0 == source && commands[i].2 == sha),
+        "one script, one connection: {lines:#?}"
+    );
     let from_source: Vec<&String> = commands.iter().filter(|(s, _, _)| *s == source).map(|(_, c, _)| c).collect();
     assert!(from_source.iter().all(|c| *c == "EVALSHA"), "other commands of the batch's connection: {from_source:?}");
     for other in ["EVAL", "SCRIPT", "MULTI"] {
         assert!(commands.iter().all(|(s, c, _)| s == "lua" || c != other), "{other} sent: {lines:#?}");
     }
+    let mut published: Vec<String> =
+        commands.iter().filter(|(s, c, _)| s == "lua" && c == "PUBLISH").map(|(_, _, ch)| ch.clone()).collect();
+    published.sort();
+    let channels: Vec<String> = (0..TOPICS).map(|t| format!("sb:{{{}}}", topic(t))).collect();
+    assert_eq!(published, channels, "one channel message per topic");
+
+    // Node B splits each topic's message into its events, with consecutive offsets.
+    let mut got: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
+    for _ in 0..N {
+        let event = recv_within(&mut reader, Duration::from_secs(10)).await.expect("every event on node B");
+        let entry = got.entry(event["topic"].as_str().unwrap().to_owned()).or_default();
+        entry.push((offset_of(&event), event["i"].as_u64().unwrap()));
+    }
+    for t in 0..TOPICS {
+        let first = if t == 0 { 3 } else { 1 };
+        let expected: Vec<(u64, u64)> = (0..N / TOPICS).map(|k| (first + k, t + k * TOPICS)).collect();
+        assert_eq!(got[&topic(t)], expected, "node B on {}", topic(t));
+    }
+    reader.expect_silence(Duration::from_millis(200)).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -820,4 +859,61 @@ async fn a_leave_during_a_redis_outage_is_announced_once_redis_is_back() {
     let mut watcher = connect(&a.addr.to_string(), "w").await;
     expect_presence(&a, &mut watcher, &presence_body(topic, &["alice"], 1), "after the outage").await;
     alice.expect_silence(Duration::from_millis(800)).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. A batch keeps each topic's order on every node; the publishing node keeps the
+// batch's order across topics too (docs/http-api.md: only other nodes may interleave
+// topics differently).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_each_topics_order_on_every_node() {
+    const ITEMS: u64 = 60;
+    let redis = Redis::start();
+    let (a, b) = (node(&redis.url(), None).await, node(&redis.url(), None).await);
+    let topics = ["bo:x", "bo:y", "bo:z"];
+    let mut readers = Vec::new();
+    for (n, gw) in [&a, &b].into_iter().enumerate() {
+        let mut c = connect(&gw.addr.to_string(), "reader").await;
+        for topic in topics {
+            subscribe(&mut c, topic).await;
+        }
+        readers.push((n, c));
+    }
+    // Topics interleaved irregularly, one item naming two of them.
+    let topic_of = |i: u64| topics[(i * i + i / 3) as usize % 3];
+    let items: Vec<Value> = (0..ITEMS)
+        .map(|i| match i {
+            30 => json!({"topics": ["bo:z", "bo:x"], "event": {"type": "ev", "i": i}}),
+            _ => json!({"topic": topic_of(i), "event": {"type": "ev", "i": i}}),
+        })
+        .collect();
+    let (status, body) = a.http().post("/api/publish/batch", json!({ "events": items })).await;
+    assert_eq!(status, 200, "{body}");
+    let mut expected: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut expected_order = Vec::new();
+    for i in 0..ITEMS {
+        let named: Vec<&str> = if i == 30 { vec!["bo:z", "bo:x"] } else { vec![topic_of(i)] };
+        for topic in named {
+            let list = expected.entry(topic).or_default();
+            list.push((list.len() as u64 + 1, i));
+            expected_order.push((topic, i));
+        }
+    }
+    for (n, c) in &mut readers {
+        let mut order = Vec::new();
+        let mut got: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+        for _ in 0..expected_order.len() {
+            let event = recv_within(c, Duration::from_secs(10)).await.expect("every event within 10 s");
+            let topic = topics.into_iter().find(|t| event["topic"] == *t).unwrap();
+            let i = event["i"].as_u64().unwrap();
+            order.push((topic, i));
+            got.entry(topic).or_default().push((offset_of(&event), i));
+        }
+        assert_eq!(got, expected, "node {n}: each topic's events once, consecutive offsets, in the batch's order");
+        if *n == 0 {
+            assert_eq!(order, expected_order, "the publishing node delivers in the batch's order");
+        }
+        c.expect_silence(Duration::from_millis(200)).await;
+    }
 }
