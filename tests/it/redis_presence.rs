@@ -917,3 +917,93 @@ async fn a_batch_keeps_each_topics_order_on_every_node() {
         c.expect_silence(Duration::from_millis(200)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 9. Subscribing on another node in the middle of batches: no gap, no duplicate at the
+// seam, though one channel message carries many offsets.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribers_joining_during_batches_on_another_node_get_every_later_event_once() {
+    const BATCHES: u64 = 30;
+    const PER_BATCH: u64 = 20;
+    const CLIENTS: usize = 10;
+    let redis = Redis::start();
+    let (a, b) = (node(&redis.url(), None).await, node(&redis.url(), None).await);
+    let topic = "bs:1";
+    let publisher = {
+        let api = a.http();
+        tokio::spawn(async move {
+            for n in 0..BATCHES {
+                let items: Vec<Value> = (0..PER_BATCH)
+                    .map(|k| json!({"topic": topic, "event": {"type": "ev", "i": n * PER_BATCH + k}}))
+                    .collect();
+                let (status, body) = api.post("/api/publish/batch", json!({ "events": items })).await;
+                assert_eq!(status, 200, "{body}");
+                assert!(body["results"].as_array().unwrap().iter().all(|r| r["offset"].is_u64()), "{body}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut c = connect(&b.addr.to_string(), "reader").await;
+        let subscribed = offset_of(&subscribe(&mut c, topic).await);
+        clients.push((subscribed, c));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    publisher.await.unwrap();
+    let last = BATCHES * PER_BATCH;
+    let seams: Vec<u64> = clients.iter().map(|(s, _)| *s).collect();
+    assert!(seams.iter().any(|s| *s > 0 && *s < last), "no client subscribed during the batches: {seams:?}");
+    for (n, (subscribed, c)) in clients.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < (last - *subscribed) as usize {
+            let event = recv_within(c, Duration::from_secs(10)).await.unwrap_or_else(|| {
+                panic!("client {n} (subscribed at {subscribed}): {} events, then nothing", got.len())
+            });
+            got.push((offset_of(&event), event["i"].as_u64().unwrap()));
+        }
+        let expected: Vec<(u64, u64)> = (*subscribed + 1..=last).map(|o| (o, o - 1)).collect();
+        assert!(got == expected, "client {n} subscribed at {subscribed}: not every later event once, in order");
+        c.expect_silence(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. A batch's events of one topic are all in its history, and the last retained one is
+// its state, on every node.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stores_every_event_in_history_and_the_last_retained_state() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis.url(), None).await, node(&redis.url(), None).await);
+    let topic = "bh:1";
+    let items: Vec<Value> = (1..=5)
+        .map(|n| json!({"topic": topic, "event": {"type": "ev", "n": n}, "retain": n == 2 || n == 4}))
+        .chain([json!({"topic": "bh:2", "event": {"type": "ev", "n": 6}, "retain": true})])
+        .collect();
+    let (status, body) = a.http().post("/api/publish/batch", json!({ "events": items })).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, info) = b.http().get(&format!("/api/topics/{topic}")).await;
+    assert_eq!(info["offset"], 5, "{info}");
+    assert_eq!((info["state"]["n"].as_u64(), info["state"]["offset"].as_u64()), (Some(4), Some(4)), "{info}");
+    let (_, other) = b.http().get("/api/topics/bh:2").await;
+    assert_eq!((other["offset"].as_u64(), other["state"]["n"].as_u64()), (Some(1), Some(6)), "{other}");
+    let (_, history) = b.http().get(&format!("/api/topics/{topic}/history?since=0")).await;
+    let events: Vec<(u64, u64)> =
+        history["events"].as_array().unwrap().iter().map(|e| (offset_of(e), e["n"].as_u64().unwrap())).collect();
+    assert_eq!(events, [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)], "{history}");
+    // A resume on B replays them.
+    let mut c = connect(&b.addr.to_string(), "reader").await;
+    let reply = ask(
+        &mut c,
+        json!({"action": "subscribe", "topic": topic, "since": {"offset": 2, "epoch": info["epoch"]}}),
+        "resume",
+    )
+    .await;
+    assert_eq!((reply["recovered"].as_bool(), reply["offset"].as_u64()), (Some(true), Some(5)), "{reply}");
+    for n in 3..=5 {
+        let event = c.recv().await;
+        assert_eq!((offset_of(&event), event["n"].as_u64()), (n, Some(n)), "{event}");
+    }
+}
