@@ -52,17 +52,27 @@ end
 return 1
 ";
 
-/// Refresh: `KEYS` hash, expiry set; `ARGV` expiry ms, key ttl ms, then (connection,
-/// entry) pairs, rewritten (an entry swept while its node was paused comes back).
-const REFRESH: &str = r"
-for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+/// Refresh: `KEYS` hash, expiry set; `ARGV` expiry ms, key ttl ms, publish command,
+/// channel, message prefix, then (connection, entry) pairs, rewritten. An entry that was
+/// gone (swept while its node was paused past the TTL, and announced as a `leave`) comes
+/// back with a `join` (its stored `leave` frame with the type changed), so members lists
+/// kept from join/leave frames come right again.
+const REFRESH: &str = r#"
+for i = 6, #ARGV, 2 do
+  local added = redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+  if added == 1 then
+    local ok, decoded = pcall(cjson.decode, ARGV[i + 1])
+    if ok and type(decoded) == 'table' and type(decoded.l) == 'string' and decoded.l ~= '' then
+      local join = string.gsub(decoded.l, '"type":"leave"', '"type":"join"', 1)
+      redis.call(ARGV[3], ARGV[4], ARGV[5] .. join)
+    end
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
-";
+"#;
 
 /// Sweep: `KEYS` hash, expiry set; `ARGV` now ms, publish command, channel, message
 /// prefix. Removes up to 500 expired entries, publishing each one's stored `leave`.
@@ -288,13 +298,17 @@ impl PresenceStore {
             .map(|e| (e.key().clone(), e.value().iter().map(|(c, v)| (c.clone(), v.clone())).collect()))
             .collect();
         let command = shared.store.publish_command();
+        // Tagged as the sweeper's: every node relays it, this one included (its own
+        // subscribers were told the `leave` too).
         let sweep_prefix = channel_payload(SWEEPER, "", 0, "");
         let refresh = refreshes.into_iter().map(|(topic, members)| {
             let mut conn = shared.store.conn();
+            let sweep_prefix = &sweep_prefix;
             async move {
                 let keys = TopicKeys::new(&topic);
                 let mut call = self.refresh.key(&keys.presence);
                 call.key(&keys.presence_expiry).arg(expiry).arg(millis(self.ttl));
+                call.arg(command).arg(&keys.channel).arg(&sweep_prefix);
                 for (connection, entry) in &members {
                     call.arg(connection).arg(entry);
                 }
