@@ -28,6 +28,9 @@ use super::script::channel_payload;
 use crate::codec::{FrameText, PresenceChange, presence_change};
 use crate::domain::{Presence, PresenceMember, Topic};
 
+/// Entries rewritten per refresh script.
+const REFRESH_CHUNK: usize = 500;
+
 /// The node tag of a sweeper's `leave`: no node has it, so every node relays it.
 pub const SWEEPER: &str = "sweeper";
 
@@ -292,10 +295,16 @@ impl PresenceStore {
     /// of the topics this node watches (their subscribers get the `leave` frames).
     async fn upkeep(&self, shared: &Shared) -> Result<(), StoreError> {
         let expiry = now_ms() + millis(self.ttl);
+        // In chunks: a topic every connection holds (`global`) must not become one script
+        // that keeps Redis busy for long.
         let refreshes: Vec<(Topic, Vec<(String, String)>)> = self
             .local
             .iter()
-            .map(|e| (e.key().clone(), e.value().iter().map(|(c, v)| (c.clone(), v.clone())).collect()))
+            .flat_map(|e| {
+                let members: Vec<(String, String)> = e.value().iter().map(|(c, v)| (c.clone(), v.clone())).collect();
+                let topic = e.key().clone();
+                members.chunks(REFRESH_CHUNK).map(|chunk| (topic.clone(), chunk.to_vec())).collect::<Vec<_>>()
+            })
             .collect();
         let command = shared.store.publish_command();
         // Tagged as the sweeper's: every node relays it, this one included (its own
