@@ -18,6 +18,7 @@
 //! codec/         wire encoding of server frames: FrameText (shared bytes), encode_delivery
 //! auth/          Authenticator trait + JWT, API keys, topic ACL
 //! broker/        Broker trait (offsets, ordered hand-off to fan-out) + memory broker
+//! cluster/       cross-node services on the Redis broker: the cluster-wide connection directory
 //! hub/           topic registry + fan-out + presence, connection registry + directory, outbound queues
 //! sinks/         routed client messages: routes, sinks (sqs, http, redis_stream), retry, outbox
 //! listener/      accept loop, HTTP/1.1 until upgrade: handshake/idle timeouts, pending limits, file limit
@@ -32,6 +33,7 @@ pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod domain;

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Authenticator, JwtAuthenticator, JwtKeyError, NoTokens};
 use crate::broker::redis::{RedisBroker, StoreError, Target};
 use crate::broker::{Broker, HistoryLimits, MemoryBroker};
+use crate::cluster::{DirectoryOptions, RedisDirectory};
 use crate::config::Config;
 use crate::hub::{CloseReason, ConnectionDirectory, ConnectionRegistry, Hub, LocalDirectory, TopicRegistry};
 use crate::metrics::Metrics;
@@ -58,6 +59,8 @@ pub struct Gateway {
     state: AppState,
     /// The broker, for its background task (history expiry, or the Redis subscriber).
     broker: BrokerKind,
+    /// With the Redis broker: the cluster directory, for its background tasks.
+    cluster_directory: Option<Arc<RedisDirectory>>,
 }
 
 impl Gateway {
@@ -91,7 +94,17 @@ impl Gateway {
                 (redis.clone(), BrokerKind::Redis(redis))
             }
         };
-        let directory: Arc<dyn ConnectionDirectory> = Arc::new(LocalDirectory::new(connections.clone()));
+        // With Redis the directory spans the cluster (its tasks start in `serve`).
+        let cluster_directory = match &kind {
+            BrokerKind::Redis(redis) => {
+                Some(Arc::new(RedisDirectory::new(redis.clone(), connections.clone(), DirectoryOptions::default())))
+            }
+            BrokerKind::Memory(_) => None,
+        };
+        let directory: Arc<dyn ConnectionDirectory> = match &cluster_directory {
+            Some(cluster) => cluster.clone(),
+            None => Arc::new(LocalDirectory::new(connections.clone())),
+        };
         let replies = Arc::new(ConnectionReplies::new(directory.clone()));
         let hub = Hub::new(topics, connections, broker, metrics.clone());
         let sinks = routing::build_sinks(&config, &metrics).await?;
@@ -104,7 +117,7 @@ impl Gateway {
             );
         }
         let state = AppState::new(config, hub, directory, authenticator, metrics, dispatcher, CancellationToken::new());
-        Ok(Self { state, broker: kind })
+        Ok(Self { state, broker: kind, cluster_directory })
     }
 
     /// The shared state (for tests and embedding).
@@ -126,6 +139,8 @@ impl Gateway {
             BrokerKind::Memory(broker) => tokio::spawn(broker.run_sweeper(state.shutdown.clone())),
             BrokerKind::Redis(broker) => tokio::spawn(broker.run(stop_broker.clone())),
         };
+        // Deregisters this node's connections when `state.shutdown` is cancelled.
+        let directory_task = self.cluster_directory.map(|d| tokio::spawn(d.run(state.shutdown.clone())));
         let stop_accepting = CancellationToken::new();
         let router = crate::http_api::router(state.clone());
         // Ready before the first accept: the binary prints its "listening" line before
@@ -180,6 +195,9 @@ impl Gateway {
         stop_broker.cancel();
         if timeout(BROKER_FLUSH, &mut broker_task).await.is_err() {
             broker_task.abort();
+        }
+        if let Some(task) = directory_task {
+            task.abort();
         }
         liveness.abort();
         health_checks.abort();

@@ -8,6 +8,7 @@ mod auth;
 mod batch;
 mod bench;
 mod binary;
+mod cluster_directory;
 mod delivery;
 mod edge_api;
 mod edge_http;
