@@ -317,7 +317,7 @@ impl PresenceStore {
                 let keys = TopicKeys::new(&topic);
                 let mut call = self.refresh.key(&keys.presence);
                 call.key(&keys.presence_expiry).arg(expiry).arg(millis(self.ttl));
-                call.arg(command).arg(&keys.channel).arg(&sweep_prefix);
+                call.arg(command).arg(&keys.channel).arg(sweep_prefix);
                 for (connection, entry) in &members {
                     call.arg(connection).arg(entry);
                 }
