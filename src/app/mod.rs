@@ -90,7 +90,7 @@ impl Gateway {
             Some(target) => {
                 let redis =
                     Arc::new(RedisBroker::connect(target, topics.clone(), limits, config.cluster.presence_ttl).await?);
-                tracing::info!(node = redis.node_id(), "broker: Redis");
+                tracing::info!(node = redis.node_id(), url = %crate::broker::redis::conn::redact(&config.broker), "broker: Redis");
                 (redis.clone(), BrokerKind::Redis(redis))
             }
         };

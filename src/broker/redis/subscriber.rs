@@ -110,6 +110,7 @@ async fn serve(
     let mut sync: Option<bool> = Some(catch_up_first);
     let mut retry_at = Instant::now();
     let mut backoff = BACKOFF_MIN;
+    let mut unreachable = false;
     let mut probe = tokio::time::interval(PROBE_INTERVAL);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     shared.stats.unanswered_probes.store(0, Ordering::Relaxed);
@@ -120,6 +121,9 @@ async fn serve(
             () = tokio::time::sleep_until(retry_at), if sync.is_some() => {
                 match conn.subscribe(&shared.channels()).await {
                     Ok(()) => {
+                        if std::mem::take(&mut unreachable) {
+                            tracing::info!("Redis pub/sub is back; every watched topic is caught up from its stream");
+                        }
                         backoff = BACKOFF_MIN;
                         shared.stats.unanswered_probes.store(0, Ordering::Relaxed);
                         if sync.take() == Some(true) && !shared.catch_up_all().await {
@@ -128,7 +132,13 @@ async fn serve(
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "subscribing again failed; retrying");
+                        // Once per outage at warn (the password never appears: the
+                        // error is Redis's answer, not the URL).
+                        if !std::mem::replace(&mut unreachable, true) {
+                            tracing::warn!(error = %e, "cannot subscribe in Redis; retrying (the node is not ready meanwhile)");
+                        } else {
+                            tracing::debug!(error = %e, "subscribing again failed; retrying");
+                        }
                         retry_at = Instant::now() + backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
