@@ -1,4 +1,4 @@
-//! `rediss://`: the Redis broker over TLS, against a real `redis-server --tls-port` with a
+//! `rediss://` with a password: the Redis broker over TLS and AUTH, against a real `redis-server --tls-port` with a
 //! certificate from a throwaway CA (made with the `openssl` command). The node trusts the
 //! CA through `SSL_CERT_FILE`, as a container would with its CA bundle; without it the
 //! node starts but is not ready.
@@ -154,9 +154,12 @@ async fn rediss_urls_reach_redis_over_tls_and_verify_its_certificate() {
         ca.to_str().unwrap(),
         "--tls-auth-clients",
         "no",
+        "--requirepass",
+        "tls-test-password",
     ];
     let _redis = ServerProcess::start("redis-server", &args, port, "apt-get install -y redis-server");
-    let url = format!("rediss://127.0.0.1:{port}");
+    // A password in the URL, as managed Redis with AUTH needs.
+    let url = format!("rediss://default:tls-test-password@127.0.0.1:{port}");
 
     let trusted = Node::spawn(&url, Some(&ca));
     let mut body = serde_json::Value::Null;
