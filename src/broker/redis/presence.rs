@@ -31,9 +31,6 @@ use crate::domain::{Presence, PresenceMember, Topic};
 /// Entries rewritten per refresh script.
 const REFRESH_CHUNK: usize = 500;
 
-/// The node tag of a sweeper's `leave`: no node has it, so every node relays it.
-pub const SWEEPER: &str = "sweeper";
-
 /// Join: `KEYS` hash, expiry set; `ARGV` connection, entry, expiry ms, key ttl ms,
 /// publish command, channel, message (empty: none).
 const JOIN: &str = r"
@@ -61,6 +58,7 @@ return 1
 /// back with a `join` (its stored `leave` frame with the type changed), so members lists
 /// kept from join/leave frames come right again.
 const REFRESH: &str = r#"
+local frames = {}
 for i = 6, #ARGV, 2 do
   local added = redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
@@ -69,18 +67,22 @@ for i = 6, #ARGV, 2 do
     if ok and type(decoded) == 'table' and type(decoded.l) == 'string' and decoded.l ~= '' then
       local join = string.gsub(decoded.l, '"type":"leave"', '"type":"join"', 1)
       redis.call(ARGV[3], ARGV[4], ARGV[5] .. join)
+      frames[#frames + 1] = join
     end
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+return frames
 "#;
 
 /// Sweep: `KEYS` hash, expiry set; `ARGV` now ms, publish command, channel, message
-/// prefix. Removes up to 500 expired entries, publishing each one's stored `leave`.
+/// prefix. Removes up to 500 expired entries, publishing each one's stored `leave`;
+/// returns those frames (the sweeping node relays them to its own subscribers itself: its
+/// pub/sub connection may be down, e.g. right after Redis came back).
 const SWEEP: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 500)
+local frames = {}
 for _, id in ipairs(ids) do
   local entry = redis.call('HGET', KEYS[1], id)
   redis.call('HDEL', KEYS[1], id)
@@ -89,10 +91,11 @@ for _, id in ipairs(ids) do
     local ok, decoded = pcall(cjson.decode, entry)
     if ok and type(decoded) == 'table' and type(decoded.l) == 'string' and decoded.l ~= '' then
       redis.call(ARGV[2], ARGV[3], ARGV[4] .. decoded.l)
+      frames[#frames + 1] = decoded.l
     end
   end
 end
-return #ids
+return frames
 ";
 
 /// Read: `KEYS` hash, expiry set; `ARGV` now ms. The entries of unexpired members.
@@ -307,9 +310,9 @@ impl PresenceStore {
             })
             .collect();
         let command = shared.store.publish_command();
-        // Tagged as the sweeper's: every node relays it, this one included (its own
-        // subscribers were told the `leave` too).
-        let sweep_prefix = channel_payload(SWEEPER, "", 0, "");
+        // Tagged with this node: the other nodes relay what a sweep or refresh publishes;
+        // this node relays the frames the script returns (not its own echo).
+        let sweep_prefix = channel_payload(&shared.node_id, "", 0, "");
         let refresh = refreshes.into_iter().map(|(topic, members)| {
             let mut conn = shared.store.conn();
             let sweep_prefix = &sweep_prefix;
@@ -321,7 +324,7 @@ impl PresenceStore {
                 for (connection, entry) in &members {
                     call.arg(connection).arg(entry);
                 }
-                call.invoke_async::<i64>(&mut conn).await
+                call.invoke_async::<Vec<String>>(&mut conn).await.map(|frames| (topic, frames))
             }
         });
         let watched: Vec<Topic> = shared.topics.iter().map(|e| e.key().clone()).collect();
@@ -337,16 +340,28 @@ impl PresenceStore {
                     .arg(command)
                     .arg(&keys.channel)
                     .arg(prefix)
-                    .invoke_async::<i64>(&mut conn)
+                    .invoke_async::<Vec<String>>(&mut conn)
                     .await
+                    .map(|frames| (topic, frames))
             }
         });
         let (refreshed, swept) =
             tokio::join!(futures_util::future::join_all(refresh), futures_util::future::join_all(sweeps));
+        // Every script that ran published its frames: relay them all, whatever failed.
+        let mut first_error = None;
         for result in refreshed.into_iter().chain(swept) {
-            result?;
+            match result {
+                Ok((topic, frames)) => {
+                    for frame in frames {
+                        relay(shared, &topic, &frame);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), |e| Err(e.into()))
     }
 }
 
