@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Signalbox: a real-time gateway.
 #[derive(Debug, Parser)]
-#[command(name = "signalbox", version, about)]
+#[command(name = "signalbox", version = crate::VERSION, about)]
 pub struct Cli {
     /// Settings flags; accepted before or after the subcommand.
     #[command(flatten)]

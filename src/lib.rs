@@ -49,4 +49,7 @@ pub mod token;
 pub mod ws;
 
 pub use app::{BuildError, Gateway, run};
+/// The version and the git revision it was built from, e.g. `0.1.0 (1a2b3c4d5e6f)`
+/// (`signalbox --version`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SIGNALBOX_GIT_REV"), ")");
 pub use config::{Config, DEFAULT_CONFIG_TOML};

@@ -153,6 +153,29 @@ async fn serve_prints_ready_line_serves_minted_tokens_and_exits_0_on_sigterm() {
 }
 
 #[test]
+fn version_names_the_git_revision_it_was_built_from() {
+    let out = signalbox().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    let revision = line
+        .trim()
+        .strip_prefix(concat!("signalbox ", env!("CARGO_PKG_VERSION"), " ("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    assert!(
+        revision == "unknown" || (revision.len() == 12 && revision.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line:?}"
+    );
+    // Built from this checkout: the revision is its HEAD's.
+    if let Ok(head) = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output()
+        && head.status.success()
+        && std::env::var("SIGNALBOX_GIT_REV").is_err()
+    {
+        assert_eq!(revision, String::from_utf8_lossy(&head.stdout).trim(), "{line:?}");
+    }
+}
+
+#[test]
 fn token_needs_a_secret() {
     let out = signalbox().args(["token", "--sub", "u"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
