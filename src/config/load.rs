@@ -28,7 +28,7 @@ impl Config {
     pub fn load(sources: &ConfigSources<'_>) -> Result<Self, ConfigError> {
         let file = sources.config_file.clone().or_else(|| sources.env.var("SIGNALBOX_CONFIG").map(PathBuf::from));
         let mut config = match file {
-            Some(path) => Self::from_file(&path)?,
+            Some(path) => Self::from_file_with(&path, sources.env)?,
             None => Self::default(),
         };
         config.apply_env(sources.env)?;
@@ -42,11 +42,22 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses a TOML file (unknown keys are errors).
+    /// Parses a TOML file (unknown keys are errors), expanding `${VAR}` in its strings
+    /// from the process environment.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_file_with(path, &super::ProcessEnvironment)
+    }
+
+    /// Parses a TOML file, expanding `${VAR}` and `${VAR:-default}` in its strings from
+    /// `env` (see [`super::interpolate`]).
+    pub fn from_file_with(path: &Path, env: &dyn Environment) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+        let parse = |message: String| ConfigError::Parse { path: path.to_owned(), message };
+        let mut value: toml::Value = toml::from_str(&text).map_err(|e| parse(e.to_string().trim_end().to_owned()))?;
+        super::interpolate::expand_value(&mut value, env)
+            .map_err(|(setting, error)| ConfigError::invalid(setting, error.to_string()))?;
+        value.try_into().map_err(|e: toml::de::Error| parse(e.to_string().trim_end().to_owned()))
     }
 
     /// Parses TOML text.
@@ -55,6 +66,21 @@ impl Config {
     }
 
     fn apply_env(&mut self, env: &dyn Environment) -> Result<(), ConfigError> {
+        // The names existing deployments use; SIGNALBOX_LISTEN, below, wins over them.
+        let (host, port) = (env.var("WEBSOCKET_HOST"), env.var("WEBSOCKET_PORT"));
+        if host.is_some() || port.is_some() {
+            let (current_host, current_port) = self.listen.rsplit_once(':').unwrap_or((self.listen.as_str(), "8080"));
+            let host = host.unwrap_or_else(|| current_host.to_owned());
+            let port = port.unwrap_or_else(|| current_port.to_owned());
+            if port.parse::<u16>().is_err() {
+                return Err(ConfigError::invalid("listen (WEBSOCKET_PORT)", format!("{port:?} is not a port number")));
+            }
+            self.listen = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+        }
         if let Some(v) = env.var("SIGNALBOX_LISTEN") {
             self.listen = v;
         }
@@ -163,6 +189,45 @@ mod tests {
     #[test]
     fn default_config_text_is_the_default() {
         assert_eq!(Config::from_toml(super::super::DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_file_interpolates_the_environment_and_names_what_is_missing() {
+        let mut file = tempfile();
+        writeln!(
+            file.1,
+            "dev = true\nbroker = \"redis://${{REDIS_HOST}}:${{REDIS_PORT:-6379}}\"\n[auth]\napi_keys = [\"${{KEY}}\", \"$$literal-key\"]"
+        )
+        .unwrap();
+        let e = env(&[("REDIS_HOST", "cache.internal"), ("KEY", "key-from-env")]);
+        let sources = ConfigSources { config_file: Some(file.0.clone()), env: &e, flags: FlagOverrides::default() };
+        let c = Config::load(&sources).unwrap();
+        assert_eq!(c.broker, "redis://cache.internal:6379");
+        assert_eq!(c.auth.api_keys, vec!["key-from-env".to_owned(), "$literal-key".to_owned()]);
+        let e = env(&[("REDIS_HOST", "cache.internal")]);
+        let sources = ConfigSources { config_file: Some(file.0.clone()), env: &e, flags: FlagOverrides::default() };
+        let message = Config::load(&sources).unwrap_err().to_string();
+        assert!(message.contains("auth.api_keys[0]") && message.contains("${KEY}"), "{message}");
+        let _ = std::fs::remove_file(file.0);
+    }
+
+    #[test]
+    fn websocket_host_and_port_set_the_listen_address_below_signalbox_listen() {
+        let load = |pairs: &[(&str, &str)]| {
+            let e = env(pairs);
+            Config::load(&ConfigSources {
+                config_file: None,
+                env: &e,
+                flags: FlagOverrides { listen: None, dev: true },
+            })
+        };
+        assert_eq!(load(&[("WEBSOCKET_HOST", "0.0.0.0"), ("WEBSOCKET_PORT", "9000")]).unwrap().listen, "0.0.0.0:9000");
+        assert_eq!(load(&[("WEBSOCKET_PORT", "9001")]).unwrap().listen, "127.0.0.1:9001");
+        assert_eq!(load(&[("WEBSOCKET_HOST", "::")]).unwrap().listen, "[::]:8080");
+        let both = load(&[("WEBSOCKET_PORT", "9002"), ("SIGNALBOX_LISTEN", "127.0.0.1:9003")]).unwrap();
+        assert_eq!(both.listen, "127.0.0.1:9003", "SIGNALBOX_LISTEN wins");
+        let message = load(&[("WEBSOCKET_PORT", "http")]).unwrap_err().to_string();
+        assert!(message.contains("WEBSOCKET_PORT"), "{message}");
     }
 
     fn tempfile() -> (PathBuf, std::fs::File) {

@@ -1,10 +1,12 @@
 //! One typed configuration tree: built-in defaults < TOML file < environment < flags.
+//! The file's strings may use `${VAR}` and `${VAR:-default}` (`interpolate`).
 //!
 //! This module owns every setting's name, default and validation. It must never bind a
 //! port or open a connection: `validate()` runs before anything is started, and its
 //! errors name the setting at fault so `serve` can exit with code 2 and a useful message.
 
 mod env;
+mod interpolate;
 mod load;
 mod validate;
 
