@@ -44,7 +44,8 @@ pub async fn check(config: &Config) -> Result<Vec<String>, crate::app::BuildErro
         Some(_) => "broker Redis".to_owned(),
     }];
     for sink in &sinks {
-        lines.push(format!("sink {} ({})", sink.name, sink.kind));
+        let target = config.sinks.get(&sink.name).map(|c| format!(" -> {}", c.target())).unwrap_or_default();
+        lines.push(format!("sink {} ({}){target}", sink.name, sink.kind));
     }
     for route in &config.routes {
         let when: Vec<String> = route.when.iter().map(|(k, v)| format!("{k} = {v}")).collect();

@@ -60,9 +60,12 @@ impl Config {
         value.try_into().map_err(|e: toml::de::Error| parse(e.to_string().trim_end().to_owned()))
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text, expanding `${VAR}` in its strings from the process environment.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        super::interpolate::expand_value(&mut value, &super::ProcessEnvironment)
+            .map_err(|(setting, error)| format!("invalid setting {setting}: {error}"))?;
+        value.try_into().map_err(|e: toml::de::Error| e.to_string().trim_end().to_owned())
     }
 
     fn apply_env(&mut self, env: &dyn Environment) -> Result<(), ConfigError> {

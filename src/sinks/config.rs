@@ -69,6 +69,16 @@ impl SinkConfig {
         }
     }
 
+    /// Where the sink delivers, for `check-config`: the queue URL, the webhook URL, or the
+    /// Redis URL (password hidden) and stream.
+    pub fn target(&self) -> String {
+        match self {
+            Self::Sqs(c) => c.queue_url.clone(),
+            Self::Http(c) => hide_password(&c.url),
+            Self::RedisStream(c) => format!("{} stream {}", hide_password(&c.url), c.stream),
+        }
+    }
+
     /// Checks the sink's settings without touching the network.
     pub fn validate(&self, name: &str) -> Result<(), SinkConfigError> {
         match self {
@@ -129,4 +139,30 @@ pub(crate) fn check_url(setting: &str, url: &str, schemes: &[&str]) -> Result<ur
         return Err(SinkConfigError::invalid(setting, format!("{url:?}: {}", expected())));
     }
     Ok(parsed)
+}
+
+/// `scheme://user:***@host…` for a URL that carries a password.
+fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{}", path.map(|p| format!("/{p}")).unwrap_or_default())
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::hide_password;
+
+    #[test]
+    fn targets_never_show_a_password() {
+        assert_eq!(hide_password("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
+        assert_eq!(hide_password("https://hooks.example.com/a?b=c"), "https://hooks.example.com/a?b=c");
+        assert_eq!(hide_password("https://user@h/x"), "https://user@h/x");
+        assert_eq!(hide_password("not a url"), "not a url");
+    }
 }

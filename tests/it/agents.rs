@@ -38,7 +38,7 @@ fn example_config(moto: &Moto, webhook: &Webhook, redis: &Redis, data_dir: &std:
         .replace("http://127.0.0.1:9000/ws-events", &webhook.url())
         .replace("redis://127.0.0.1:6379", &redis.url())
         .replace("./signalbox-data", &data_dir.display().to_string());
-    toml::from_str(&text).unwrap()
+    signalbox::Config::from_toml(&text).unwrap()
 }
 
 async fn receive_one(admin: &aws_sdk_sqs::Client, queue_url: &str) -> Value {

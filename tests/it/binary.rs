@@ -76,15 +76,29 @@ fn check_config_describes_the_agents_example_and_names_a_bad_route() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for line in [
-        "sink dev-agents (sqs)",
+        "sink dev-agents (sqs) -> http://127.0.0.1:5000/123456789012/dev-agents",
         "sink pipeline (http)",
-        "sink chat (redis_stream)",
+        "sink chat (redis_stream) -> redis://127.0.0.1:6379",
         r#"route "forward" when type = "dev" -> dev-agents"#,
         r#"route "cancel_job" -> pipeline"#,
         "outbox in",
     ] {
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
     }
+
+    // The queue URLs come from the environment, as the agent platform's deployments set them.
+    let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/dev-agents";
+    let out = signalbox()
+        .args(["check-config", "--dev", "--config"])
+        .arg(&file)
+        .env("SQS_QUEUE_URL_DEV", queue)
+        .env("SQS_QUEUE_URL_OPS", "https://sqs.eu-west-1.amazonaws.com/123456789012/ops-agents.fifo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("sink dev-agents (sqs) -> {queue}")), "{stdout}");
+    assert!(stdout.contains("sink pm-agents (sqs) -> http://127.0.0.1:5000/123456789012/pm-agents"), "{stdout}");
 
     let cases = [
         ("[[routes]]\naction = \"forward\"\nsink = \"nowhere\"\n", "routes[0].sink"),
