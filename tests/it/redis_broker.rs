@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::servers::free_port;
-use crate::servers::redis::{Redis, RedisCluster};
+use crate::servers::redis::{Monitor, Redis, RedisCluster, command_calls, monitored};
 use crate::support::{API_KEY, Api, Client, SECRET, TestGateway, WAIT, metric, token_with};
 
 /// The `type` of every event these tests publish (nothing else a client receives has it).
@@ -814,77 +814,6 @@ async fn a_node_subscribes_in_redis_only_to_topics_its_clients_hold() {
 
 // ---------------------------------------------------------------------------------------
 // 8. One round trip per publish.
-
-fn command_calls(info: &str, command: &str) -> u64 {
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix(&prefix))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-}
-
-/// `redis-cli monitor` on `port`: every command Redis runs, one line each, on a channel.
-struct Monitor {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Monitor {
-    fn start(port: u16) -> Self {
-        let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-cli (apt-get install -y redis-tools)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let first = lines.recv_timeout(Duration::from_secs(5)).expect("MONITOR answers");
-        assert_eq!(first.trim(), "OK", "{first}");
-        Self { child, lines }
-    }
-
-    /// Lines up to the one containing `marker` (excluded).
-    fn until(&self, marker: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = Vec::new();
-        loop {
-            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the marker");
-            if line.contains(marker) {
-                return out;
-            }
-            out.push(line);
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// (source, command in upper case, first argument) of a MONITOR line such as
-/// `1700000000.1 [0 127.0.0.1:5000] "EVALSHA" "abc" …` (`source` is `lua` for a
-/// command a script ran).
-fn monitored(line: &str) -> (String, String, String) {
-    let (_, rest) = line.split_once('[').unwrap_or_else(|| panic!("MONITOR line {line}"));
-    let (source, rest) = rest.split_once(']').unwrap();
-    let source = source.split_once(' ').map_or(source, |(_, s)| s).to_owned();
-    let mut quoted = rest.split('"').skip(1).step_by(2);
-    let command = quoted.next().unwrap_or_default().to_uppercase();
-    let first = quoted.next().unwrap_or_default().to_owned();
-    (source, command, first)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_publish_is_one_script_call_and_fans_out_only_from_the_script() {

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::servers::redis::Redis;
+use crate::servers::redis::{Monitor, Redis, command_calls, monitored};
 use crate::support::{API_KEY, Client, SECRET, TestGateway, metric, token_with};
 
 /// A namespace with `join_leave = true` on every node here.
@@ -567,76 +567,6 @@ async fn a_batch_and_a_concurrent_publisher_share_consecutive_offsets_per_topic(
 
 // ---------------------------------------------------------------------------------------
 // 5. One round trip for a batch.
-
-fn command_calls(info: &str, command: &str) -> u64 {
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix(&prefix))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-}
-
-/// `redis-cli monitor` on `port`: every command Redis runs, one line each.
-struct Monitor {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Monitor {
-    fn start(port: u16) -> Self {
-        let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-cli (apt-get install -y redis-tools)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let first = lines.recv_timeout(Duration::from_secs(5)).expect("MONITOR answers");
-        assert_eq!(first.trim(), "OK", "{first}");
-        Self { child, lines }
-    }
-
-    /// Lines up to the one containing `marker` (excluded).
-    fn until(&self, marker: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = Vec::new();
-        loop {
-            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the marker");
-            if line.contains(marker) {
-                return out;
-            }
-            out.push(line);
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// (client address or `lua`, command in upper case, first argument) of a MONITOR line
-/// such as `1700000000.1 [0 127.0.0.1:5000] "EVALSHA" "abc" …`.
-fn monitored(line: &str) -> (String, String, String) {
-    let (_, rest) = line.split_once('[').unwrap_or_else(|| panic!("MONITOR line {line}"));
-    let (source, rest) = rest.split_once(']').unwrap();
-    let source = source.split_once(' ').map_or(source, |(_, s)| s).to_owned();
-    let mut quoted = rest.split('"').skip(1).step_by(2);
-    let command = quoted.next().unwrap_or_default().to_uppercase();
-    let first = quoted.next().unwrap_or_default().to_owned();
-    (source, command, first)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_100_over_4_topics_is_4_script_calls_in_one_pipeline() {
