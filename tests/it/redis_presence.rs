@@ -778,7 +778,9 @@ async fn a_leave_during_a_redis_outage_is_announced_once_redis_is_back() {
     // B's leave write is sent once its connection is back, or, if it failed, bob's entry
     // (no longer refreshed) expires and a sweep announces it: within 4/3 of the TTL plus
     // the reconnect (backoff ≤ 2 s) either way.
-    let bound = Duration::from_secs(8);
+    // Generous: under the full suite's load the reconnect and the first sweep after it
+    // have taken longer than 8 s (seen twice in CI); the leave must still come, once.
+    let bound = Duration::from_secs(20);
     let got = recv_within(&mut alice, bound).await;
     assert_eq!(
         got,
