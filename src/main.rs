@@ -86,7 +86,13 @@ fn check_config(args: &ServeArgs) -> ExitCode {
     };
     match runtime.block_on(signalbox::app::check(&config)) {
         Ok(summary) => {
-            println!("configuration OK (listen {}, broker {}, dev {})", config.listen, config.broker, config.dev);
+            println!(
+                "configuration OK (listen {}, broker {}, dev {}, shutdown grace {})",
+                config.listen,
+                signalbox::sinks::config::hide_password(&config.broker),
+                config.dev,
+                humantime::format_duration(config.shutdown.grace_period),
+            );
             for line in summary {
                 println!("  {line}");
             }

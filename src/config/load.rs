@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, ConfigError, Environment, LogFormat};
+use super::{Config, ConfigError, Environment};
 
 /// Settings given as command-line flags (they win over everything else).
 #[derive(Debug, Clone, Default)]
@@ -68,79 +68,38 @@ impl Config {
         value.try_into().map_err(|e: toml::de::Error| e.to_string().trim_end().to_owned())
     }
 
-    fn apply_env(&mut self, env: &dyn Environment) -> Result<(), ConfigError> {
-        // The names existing deployments use; SIGNALBOX_LISTEN, below, wins over them.
-        let (host, port) = (env.var("WEBSOCKET_HOST"), env.var("WEBSOCKET_PORT"));
-        if host.is_some() || port.is_some() {
-            let (current_host, current_port) = self.listen.rsplit_once(':').unwrap_or((self.listen.as_str(), "8080"));
-            let host = host.unwrap_or_else(|| current_host.to_owned());
-            let port = port.unwrap_or_else(|| current_port.to_owned());
-            if port.parse::<u16>().is_err() {
-                return Err(ConfigError::invalid("listen (WEBSOCKET_PORT)", format!("{port:?} is not a port number")));
-            }
-            self.listen = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
-        }
-        if let Some(v) = env.var("SIGNALBOX_LISTEN") {
-            self.listen = v;
-        }
-        if let Some(v) = env.var("SIGNALBOX_DEV") {
-            self.dev = parse_bool(&v).ok_or_else(|| {
-                ConfigError::invalid("dev (SIGNALBOX_DEV)", format!("expected 1/0/true/false, got {v:?}"))
-            })?;
-        }
-        if let Some(v) = env.var("SIGNALBOX_JWT_SECRET") {
-            self.auth.jwt_secret = Some(v);
-        }
-        if let Some(v) = env.var("SIGNALBOX_JWT_PUBLIC_KEY_FILE") {
-            self.auth.jwt_public_key_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env.var("SIGNALBOX_JWT_ISSUER") {
-            self.auth.jwt_issuer = Some(v);
-        }
-        if let Some(v) = env.var("SIGNALBOX_JWT_AUDIENCE") {
-            self.auth.jwt_audience = Some(v);
-        }
-        if let Some(v) = env.var("SIGNALBOX_API_KEYS") {
-            self.auth.api_keys = split_list(&v);
-        }
-        if let Some(v) = env.var("SIGNALBOX_BROKER") {
-            self.broker = v;
-        }
-        if let Some(v) = env.var("SIGNALBOX_ALLOWED_ORIGINS") {
-            self.allowed_origins = split_list(&v);
-        }
-        if let Some(v) = env.var("SIGNALBOX_LOG") {
-            self.log.level = v;
-        }
-        if let Some(v) = env.var("SIGNALBOX_LOG_FORMAT") {
-            self.log.format = match v.as_str() {
-                "json" => LogFormat::Json,
-                "text" => LogFormat::Text,
-                other => {
-                    return Err(ConfigError::invalid(
-                        "log.format (SIGNALBOX_LOG_FORMAT)",
-                        format!("expected `json` or `text`, got {other:?}"),
-                    ));
-                }
-            };
-        }
+    /// The environment on top of this configuration: first the names existing
+    /// deployments use (`WEBSOCKET_HOST`/`WEBSOCKET_PORT`), then every `SIGNALBOX_*`
+    /// variable by the naming rule of [`super::overlay`], which therefore wins over them.
+    pub(super) fn apply_env(&mut self, env: &dyn Environment) -> Result<(), ConfigError> {
+        self.apply_websocket_host_port(env)?;
+        let mut tree = toml::Value::try_from(&*self).map_err(|e| {
+            ConfigError::invalid("configuration", format!("cannot be laid out for the environment: {e}"))
+        })?;
+        super::overlay::apply(&mut tree, env)?;
+        *self = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::invalid("environment", e.to_string().trim_end().to_owned()))?;
         Ok(())
     }
-}
 
-fn split_list(raw: &str) -> Vec<String> {
-    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-}
-
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
+    fn apply_websocket_host_port(&mut self, env: &dyn Environment) -> Result<(), ConfigError> {
+        let (host, port) = (env.var("WEBSOCKET_HOST"), env.var("WEBSOCKET_PORT"));
+        if host.is_none() && port.is_none() {
+            return Ok(());
+        }
+        let (current_host, current_port) = self.listen.rsplit_once(':').unwrap_or((self.listen.as_str(), "8080"));
+        let host = host.unwrap_or_else(|| current_host.to_owned());
+        let port = port.unwrap_or_else(|| current_port.to_owned());
+        if port.parse::<u16>().is_err() {
+            return Err(ConfigError::invalid("listen (WEBSOCKET_PORT)", format!("{port:?} is not a port number")));
+        }
+        self.listen = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(())
     }
 }
 

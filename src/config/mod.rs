@@ -8,6 +8,7 @@
 mod env;
 mod interpolate;
 mod load;
+mod overlay;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ pub use env::{Environment, ProcessEnvironment};
 
 pub use crate::sinks::config::{RouteConfig, RoutingConfig, SinkConfig, StorageConfig};
 pub use load::{ConfigSources, FlagOverrides};
+pub use overlay::env_name;
 
 /// The commented TOML printed by `signalbox default-config`; a test keeps it equal to
 /// [`Config::default`].

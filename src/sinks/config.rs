@@ -73,7 +73,10 @@ impl SinkConfig {
     /// Redis URL (password hidden) and stream.
     pub fn target(&self) -> String {
         match self {
-            Self::Sqs(c) => c.queue_url.clone(),
+            Self::Sqs(c) => match c.endpoint() {
+                Some(endpoint) => format!("{} via {}", c.queue_url, hide_password(&endpoint)),
+                None => c.queue_url.clone(),
+            },
             Self::Http(c) => hide_password(&c.url),
             Self::RedisStream(c) => format!("{} stream {}", hide_password(&c.url), c.stream),
         }
@@ -141,8 +144,9 @@ pub(crate) fn check_url(setting: &str, url: &str, schemes: &[&str]) -> Result<ur
     Ok(parsed)
 }
 
-/// `scheme://user:***@host…` for a URL that carries a password.
-fn hide_password(url: &str) -> String {
+/// `scheme://user:***@host…` for a URL that carries a password (anything else as it is),
+/// for output an operator reads.
+pub fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
     match authority.rsplit_once('@') {

@@ -99,6 +99,53 @@ fn check_config_describes_the_agents_example_and_names_a_bad_route() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("sink dev-agents (sqs) -> {queue}")), "{stdout}");
     assert!(stdout.contains("sink pm-agents (sqs) -> http://127.0.0.1:5000/123456789012/pm-agents"), "{stdout}");
+    assert!(!stdout.contains(&format!("{queue} via")), "an AWS queue uses the region's endpoint: {stdout}");
+
+    // The whole seed-style environment of an ECS task definition, plus the rule's names
+    // for settings the seed never had: all resolved, the rule's names winning where both.
+    let out = signalbox()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env("SQS_QUEUE_URL_PM", "https://sqs.us-east-1.amazonaws.com/123456789/pm-queue")
+        .env("SQS_QUEUE_URL_DEV", "https://sqs.us-east-1.amazonaws.com/123456789/dev-queue")
+        .env("SQS_QUEUE_URL_QA", "https://sqs.us-east-1.amazonaws.com/123456789/qa-queue")
+        .env("SQS_QUEUE_URL_OPS", "https://sqs.us-east-1.amazonaws.com/123456789/ops-queue.fifo")
+        .env("AWS_REGION", "us-east-1")
+        .env("DYNAMODB_TABLE_NAME", "agenticai-data")
+        .env("WEBSOCKET_HOST", "0.0.0.0")
+        .env("WEBSOCKET_PORT", "8080")
+        .env("SIGNALBOX_JWT_SECRET", "a-secret-of-at-least-16-bytes")
+        .env("SIGNALBOX_API_KEYS", "key-one-0123456789")
+        .env("SIGNALBOX_BROKER", "redis://:hunter2-password@cache.internal:6379")
+        .env("SIGNALBOX_SHUTDOWN__GRACE_PERIOD", "25s")
+        .env("SIGNALBOX_SINKS__PIPELINE__URL", "https://jobs.internal/ws-events")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "listen 0.0.0.0:8080",
+        "broker redis://:***@cache.internal:6379",
+        "shutdown grace 25s",
+        "sink pm-agents (sqs) -> https://sqs.us-east-1.amazonaws.com/123456789/pm-queue\n",
+        "sink dev-agents (sqs) -> https://sqs.us-east-1.amazonaws.com/123456789/dev-queue\n",
+        "sink qa-agents (sqs) -> https://sqs.us-east-1.amazonaws.com/123456789/qa-queue\n",
+        "sink ops-agents (sqs) -> https://sqs.us-east-1.amazonaws.com/123456789/ops-queue.fifo\n",
+        "sink pipeline (http) -> https://jobs.internal/ws-events",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert!(!stdout.contains("hunter2"), "the broker password is never printed: {stdout}");
+    let out = signalbox()
+        .args(["check-config", "--dev", "--config"])
+        .arg(&file)
+        .env("SIGNALBOX_LIMITS__RATE_PER_SECONDS", "10")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a misspelt setting is an error: {stderr}");
+    assert!(stderr.contains("SIGNALBOX_LIMITS__RATE_PER_SECONDS"), "{stderr}");
+
 
     let cases = [
         ("[[routes]]\naction = \"forward\"\nsink = \"nowhere\"\n", "routes[0].sink"),

@@ -62,7 +62,7 @@ pub async fn build_with_loader(
     if let Some(region) = config.region.clone().or_else(|| request::region_from_queue_url(&config.queue_url)) {
         loader = loader.region(Region::new(region));
     }
-    if let Some(endpoint) = &config.endpoint_url {
+    if let Some(endpoint) = config.endpoint() {
         loader = loader.endpoint_url(endpoint);
     }
     let sdk_config = loader.load().await;
