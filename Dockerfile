@@ -11,15 +11,20 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /build
 
-# Dependencies first, in a layer that only Cargo.toml and Cargo.lock invalidate: build them
-# against a placeholder crate. Cargo.toml declares a test and two benches, so their files
-# get placeholders too, or the manifest does not load.
+# Dependencies first, in a layer that only the manifests and Cargo.lock invalidate: build them
+# against a placeholder crate. Cargo.toml is a workspace: the server package declares a test
+# and two benches, and the load generator (crates/signalbox-bench) is a member whose manifest
+# cargo reads to load the workspace, so their files get placeholders too, or the manifests
+# do not load. Only the server is built (-p signalbox --bin signalbox): the load generator
+# and its dependencies (histograms, plots, progress bars) never enter the image.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches tests/it \
+COPY crates/signalbox-bench/Cargo.toml crates/signalbox-bench/
+RUN mkdir -p src benches tests/it crates/signalbox-bench/src \
  && printf 'fn main() {}\n' > src/main.rs \
  && : > src/lib.rs \
- && for f in benches/hot_path.rs benches/outbox.rs tests/it/main.rs; do printf 'fn main() {}\n' > "$f"; done \
- && cargo build --release --locked --bin signalbox \
+ && : > crates/signalbox-bench/src/lib.rs \
+ && for f in benches/hot_path.rs benches/outbox.rs tests/it/main.rs crates/signalbox-bench/src/main.rs; do printf 'fn main() {}\n' > "$f"; done \
+ && cargo build --release --locked -p signalbox --bin signalbox \
  && rm -rf src
 
 # The revision `signalbox --version` shows: no .git is copied into the build, so pass it,
@@ -32,7 +37,7 @@ COPY src ./src
 # line tables for backtraces (about 120 of the binary's 150 MB); compressing them, not
 # stripping them, makes it about 57 MB and panics still name file:line.
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin signalbox \
+ && cargo build --release --locked -p signalbox --bin signalbox \
  && mkdir -p /out/data \
  && objcopy --compress-debug-sections=zlib target/release/signalbox /out/signalbox
 

@@ -28,8 +28,15 @@ pub enum Command {
     CheckConfig,
     /// Print a commented TOML file with every setting and its default.
     DefaultConfig,
-    /// Load-test a server that speaks the native protocol or Socket.IO (this one or a peer).
-    Bench(crate::bench::BenchArgs),
+    /// Moved: the load generator is the `signalbox-bench` binary (crates/signalbox-bench).
+    /// Kept hidden so that `signalbox bench …` says where it went instead of "unrecognized
+    /// subcommand"; it exits 2.
+    #[command(hide = true, disable_help_flag = true)]
+    Bench {
+        /// Whatever followed `bench`; ignored.
+        #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Settings flags (used by `serve` and `check-config`).

@@ -13,7 +13,6 @@
 //! telemetry.rs   JSON/text logs on stderr
 //! metrics.rs     every metric name and label; Prometheus rendering
 //! token.rs       `signalbox token`
-//! bench/         `signalbox bench`: load generator, /proc readings, report and plots
 //! domain/        pure types: Topic, ConnectionId, UserId, Event, StreamPosition, ErrorCode
 //! codec/         wire encoding of server frames: FrameText (shared bytes), encode_delivery
 //! auth/          Authenticator trait + JWT, API keys, topic ACL
@@ -30,7 +29,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod cluster;

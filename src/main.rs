@@ -26,7 +26,10 @@ fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG_TOML}");
             ExitCode::SUCCESS
         }
-        Command::Bench(args) => bench(args),
+        Command::Bench { .. } => fail(
+            "the load generator moved to its own binary: run `signalbox-bench` with the same flags \
+             (`cargo run --release -p signalbox-bench -- --help`)",
+        ),
         Command::Token(args) => {
             match signalbox::token::mint(&args, ProcessEnvironment.var("SIGNALBOX_JWT_SECRET").as_deref()) {
                 Ok(token) => {
@@ -35,25 +38,6 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(&e.to_string()),
             }
-        }
-    }
-}
-
-fn bench(args: signalbox::bench::BenchArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
-    };
-    let out = args.out.clone();
-    match runtime.block_on(signalbox::bench::run(args)) {
-        Ok(report) => {
-            println!("{report}");
-            println!("report and plots: {}", out.display());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("signalbox bench: {e}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -21,7 +21,8 @@ pub enum TokenError {
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
-/// Builds and signs the token described by `args`.
+/// Builds and signs the token described by `args` (`signalbox token`; `signalbox-bench`
+/// mints its clients' token with it too).
 pub fn mint(args: &TokenArgs, secret: Option<&str>) -> Result<String, TokenError> {
     let secret = secret.filter(|s| !s.is_empty()).ok_or(TokenError::NoSecret)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();

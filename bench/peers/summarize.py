@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarises `bench/peers/run`: one Markdown table per scenario, medians over runs.
 
-Reads RESULTS/<scenario>/<server>/run<k>/report.json (written by `signalbox bench`),
+Reads RESULTS/<scenario>/<server>/run<k>/report.json (written by `signalbox-bench`),
 prints the tables and writes them to RESULTS/summary.md. Each peer's figure is followed
 by its ratio to Signalbox's, `(×r)` = peer ÷ Signalbox: above 1 the peer uses more
 (memory, CPU, time) or does more (deliveries/s, publishes/s). Loss and duplicates are the

@@ -13,7 +13,9 @@ checks what can be checked statically (scripts/test runs it after hadolint):
 - Dockerfile: multi-stage, a non-root final user, EXPOSE/SIGNALBOX_LISTEN on 8080, STOPSIGNAL
   SIGTERM, the signalbox entrypoint; every file it copies from the build context exists and
   is not excluded by .dockerignore; its dependency-layer placeholders cover every target
-  path Cargo.toml names (else the placeholder build cannot load the manifest).
+  path the workspace's manifests name, and every other workspace member's Cargo.toml is
+  copied (else the placeholder build cannot load the workspace); every `cargo build` builds
+  the server alone (`--locked --release -p signalbox --bin signalbox`).
 - `haproxy -c` on the config when haproxy is installed (it is not required).
 
 Exit status 0 when everything holds; 1 with one line per failure otherwise.
@@ -126,31 +128,58 @@ def ignored(rel: str, patterns: list[str]) -> bool:
     return verdict
 
 
-def cargo_target_paths() -> list[list[str]]:
-    """The files Cargo.toml's targets need, each as its accepted spellings (a target without
-    `path` may live in <dir>/<name>.rs or <dir>/<name>/main.rs), plus workspace manifests."""
-    text = (ROOT / "Cargo.toml").read_text()
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        return [[p] for p in re.findall(r'^\s*path\s*=\s*"([^"]+)"', text, re.M)]
-    manifest = tomllib.loads(text)
+def target_paths(manifest: dict, prefix: str = "") -> list[list[str]]:
+    """The files one package manifest's targets need, each as its accepted spellings (a
+    target without `path` may live in <dir>/<name>.rs or <dir>/<name>/main.rs), relative to
+    the repository root (`prefix` is the member's directory, with a trailing slash)."""
     package = manifest.get("package", {}).get("name", "")
     dirs = {"bin": "src/bin", "test": "tests", "bench": "benches", "example": "examples"}
     paths = []
     for section, folder in dirs.items():
         for target in manifest.get(section, []):
             if "path" in target:
-                paths.append([target["path"]])
+                paths.append([prefix + target["path"]])
             elif section == "bin" and target.get("name") == package:
-                paths.append(["src/main.rs"])
+                paths.append([prefix + "src/main.rs"])
             elif "name" in target:
                 name = target["name"]
-                paths.append([f"{folder}/{name}.rs", f"{folder}/{name}/main.rs"])
+                paths.append([f"{prefix}{folder}/{name}.rs", f"{prefix}{folder}/{name}/main.rs"])
     if "package" in manifest:
-        paths.append([manifest.get("lib", {}).get("path", "src/lib.rs")])
-    for member in manifest.get("workspace", {}).get("members", []):
-        paths.append([member.rstrip("/") + "/Cargo.toml", member.rstrip("/")])
+        if "lib" in manifest or not manifest.get("bin"):
+            # An explicit [lib], or a package that must find src/lib.rs or src/main.rs.
+            lib = manifest.get("lib", {}).get("path", "src/lib.rs")
+            paths.append([prefix + lib] if "lib" in manifest else [prefix + lib, prefix + "src/main.rs"])
+    return paths
+
+
+def workspace_members() -> list[str]:
+    """The workspace members other than the root package, as directories relative to ROOT."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: members = ["a", "b"] on one line
+        m = re.search(r"^\s*members\s*=\s*\[([^\]]*)\]", (ROOT / "Cargo.toml").read_text(), re.M)
+        members = re.findall(r'"([^"]+)"', m.group(1)) if m else []
+    else:
+        members = tomllib.loads((ROOT / "Cargo.toml").read_text()).get("workspace", {}).get("members", [])
+    return [m.strip("/") for m in members if m.strip("/") not in ("", ".")]
+
+
+def cargo_target_paths() -> list[list[str]]:
+    """The files the workspace's manifests need to load: the root package's targets and every
+    other member's targets (cargo loads every member's manifest, even to build only the
+    server; check_dockerfile checks that the members' manifests are copied)."""
+    text = (ROOT / "Cargo.toml").read_text()
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        return [[p] for p in re.findall(r'^\s*path\s*=\s*"([^"]+)"', text, re.M)]
+    paths = target_paths(tomllib.loads(text))
+    for member in workspace_members():
+        manifest = ROOT / member / "Cargo.toml"
+        if not manifest.exists():
+            fail(f"Cargo.toml: workspace member {member} has no Cargo.toml")
+            continue
+        paths.extend(target_paths(tomllib.loads(manifest.read_text()), f"{member}/"))
     return paths
 
 
@@ -209,17 +238,43 @@ def check_dockerfile() -> int | None:
             elif ignored(src, patterns):
                 fail(f"Dockerfile: COPY source {src} is excluded by .dockerignore")
 
-    # The dependency layer builds a placeholder crate: every target path Cargo.toml names
-    # (and every workspace member's manifest) must be created or copied before it.
+    # The dependency layer builds a placeholder crate: every target path the workspace's
+    # manifests name must be created or copied before it, and every other member's manifest
+    # must be copied (a member directory that is only created would not load).
+    copied = {
+        w.rstrip("/")
+        for i, a in ins
+        if i in ("COPY", "ADD") and "--from" not in a
+        for w in [w for w in a.split() if not w.startswith("--")][:-1]
+    }
+    for member in workspace_members():
+        if f"{member}/Cargo.toml" not in copied:
+            fail(
+                f"Dockerfile: the workspace member {member} needs {member}/Cargo.toml copied before the "
+                "dependency layer (cargo loads every member's manifest, even to build only the server)"
+            )
     for spellings in cargo_target_paths():
         if not any(s in text for s in spellings):
             fail(
-                f"Dockerfile: Cargo.toml needs {spellings[0]}, which the dependency layer "
+                f"Dockerfile: the workspace needs {spellings[0]}, which the dependency layer "
                 "neither creates nor copies (the placeholder build would not load the manifest)"
             )
-    for must in ("--locked", "--release", "--bin signalbox"):
-        if must not in text:
-            fail(f"Dockerfile: the cargo build should use {must}")
+    # Every cargo build builds the server binary alone: never the load generator, whose
+    # dependencies would otherwise be compiled into the builder (and could reach the image).
+    builds = [cmd for i, a in ins if i == "RUN" for cmd in re.split(r"&&|;", a) if re.search(r"\bcargo\s+build\b", cmd)]
+    if not builds:
+        fail("Dockerfile: no cargo build")
+    for cmd in builds:
+        words = cmd.split()
+        for must in ("--locked", "--release"):
+            if must not in words:
+                fail(f"Dockerfile: `{cmd.strip()}` should use {must}")
+        if not re.search(r"(^|\s)(-p|--package)[\s=]signalbox(\s|$)", cmd):
+            fail(f"Dockerfile: `{cmd.strip()}` should build only the server package (-p signalbox)")
+        if not re.search(r"(^|\s)--bin[\s=]signalbox(\s|$)", cmd):
+            fail(f"Dockerfile: `{cmd.strip()}` should build only the server binary (--bin signalbox)")
+        if re.search(r"(^|\s)(--workspace|--all)(\s|$)", cmd):
+            fail(f"Dockerfile: `{cmd.strip()}` builds the whole workspace")
     return port
 
 

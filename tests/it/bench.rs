@@ -1,19 +1,16 @@
-//! `signalbox bench` against a real gateway: small, bounded runs on 127.0.0.1.
+//! The load generator (`signalbox-bench`, crates/signalbox-bench) against a real gateway:
+//! small, bounded runs on 127.0.0.1.
 
 use std::time::Duration;
 
-use signalbox::bench::{BenchArgs, Protocol, Scenario, TargetArgs};
+use signalbox_bench::{BenchArgs, Protocol, Scenario, TargetArgs};
 
 use crate::support::*;
 
 fn args(gw: &TestGateway, out: &std::path::Path) -> BenchArgs {
     BenchArgs {
         scenario: Some(Scenario::Latency),
-        target: Box::new(TargetArgs {
-            server: vec![gw.addr],
-            publish_server: None,
-            server_pid: vec![std::process::id()],
-        }),
+        target: TargetArgs { server: vec![gw.addr], publish_server: None, server_pid: vec![std::process::id()] },
         protocol: Protocol::Native,
         connections: Some(40),
         topics: Some(4),
@@ -39,7 +36,7 @@ fn args(gw: &TestGateway, out: &std::path::Path) -> BenchArgs {
 async fn bench_measures_a_real_run_with_no_loss_and_writes_report_and_plots() {
     let gw = TestGateway::spawn().await;
     let out = std::env::temp_dir().join(format!("signalbox-bench-{}", std::process::id()));
-    let report = signalbox::bench::run(args(&gw, &out)).await.unwrap();
+    let report = signalbox_bench::run(args(&gw, &out)).await.unwrap();
     assert_eq!(report.connected, 40);
     assert!(report.published > 100, "{report}");
     assert_eq!(report.publish_failures, 0);
@@ -68,7 +65,7 @@ async fn batch_publishes_go_through_publish_batch_with_no_loss() {
     let out = std::env::temp_dir().join(format!("signalbox-bench-batch-{}", std::process::id()));
     let mut a = args(&gw, &out);
     a.batch = 10;
-    let report = signalbox::bench::run(a).await.unwrap();
+    let report = signalbox_bench::run(a).await.unwrap();
     assert_eq!(report.publish_failures, 0, "{report}");
     assert!(report.published >= 100 && report.published % 10 == 0, "{report}");
     assert!(report.expected > 1000, "{report}");
@@ -85,7 +82,7 @@ async fn bench_reports_refused_connections_instead_of_measuring_nothing() {
     let out = std::env::temp_dir().join(format!("signalbox-bench-bad-{}", std::process::id()));
     let mut a = args(&gw, &out);
     a.token = Some("not-a-token".into());
-    let err = signalbox::bench::run(a).await.unwrap_err().to_string();
+    let err = signalbox_bench::run(a).await.unwrap_err().to_string();
     assert!(err.contains("40 of 40 connections failed") && err.contains("--token"), "{err}");
 }
 
@@ -98,7 +95,7 @@ async fn storm_clients_resume_with_since_and_lose_nothing() {
     a.duration = Some(Duration::from_millis(2400));
     a.storm_offline = Duration::from_millis(300);
     a.storm_fraction = 0.5;
-    let report = signalbox::bench::run(a).await.unwrap();
+    let report = signalbox_bench::run(a).await.unwrap();
     let storm = report.storm.clone().expect("a storm report");
     assert_eq!((storm.resubscribed, storm.recovered, storm.failed), (20, 20, 0), "{report}");
     assert!(storm.missed_events > 20, "the dropped clients missed events while offline: {report}");
@@ -120,7 +117,7 @@ async fn cluster_flags_spread_subscribers_and_name_the_publish_server_with_no_lo
     a.target.server = vec![gw.addr, gw.addr];
     a.target.publish_server = Some(gw.addr);
     a.target.server_pid = vec![std::process::id(), std::process::id()];
-    let report = signalbox::bench::run(a).await.unwrap();
+    let report = signalbox_bench::run(a).await.unwrap();
     assert_eq!(report.connected, 40);
     assert_eq!(report.publish_failures, 0);
     assert!(report.expected > 1000, "{report}");
@@ -151,7 +148,7 @@ async fn per_node_counts_show_a_node_that_is_not_in_the_cluster() {
     let mut a = args(&a_gw, &out);
     a.target.server = vec![a_gw.addr, b_gw.addr];
     a.target.publish_server = Some(a_gw.addr);
-    let report = signalbox::bench::run(a).await.unwrap();
+    let report = signalbox_bench::run(a).await.unwrap();
     let (on_a, on_b) = (&report.servers[0], &report.servers[1]);
     assert_eq!((on_a.connected, on_b.connected), (20, 20), "{report}");
     assert_eq!((on_a.lost, on_a.duplicates), (0, 0), "{report}");
@@ -176,7 +173,7 @@ async fn failover_clients_resume_on_another_node_with_nothing_lost() {
     bench.target.publish_server = Some(a.addr);
     bench.duration = Some(Duration::from_millis(2500));
     bench.failover = true;
-    let run = tokio::spawn(signalbox::bench::run(bench));
+    let run = tokio::spawn(signalbox_bench::run(bench));
     // Let the run get going (warm-up 300 ms), then stop node B.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let stopping = b.begin_shutdown();

@@ -1,5 +1,5 @@
 //! The real `signalbox` binary: exit codes, the ready line, SIGTERM, `token`,
-//! `default-config`, `check-config`.
+//! `default-config`, `check-config`, and the pointer left where `bench` was.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -146,7 +146,6 @@ fn check_config_describes_the_agents_example_and_names_a_bad_route() {
     assert_eq!(out.status.code(), Some(2), "a misspelt setting is an error: {stderr}");
     assert!(stderr.contains("SIGNALBOX_LIMITS__RATE_PER_SECONDS"), "{stderr}");
 
-
     let cases = [
         ("[[routes]]\naction = \"forward\"\nsink = \"nowhere\"\n", "routes[0].sink"),
         (
@@ -241,6 +240,21 @@ fn token_needs_a_secret() {
     let out = signalbox().args(["token", "--sub", "u"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SIGNALBOX_JWT_SECRET"));
+}
+
+/// The load generator left the server binary (crates/signalbox-bench); the old subcommand
+/// says where it went, with any flags after it, and is not in `--help`.
+#[test]
+fn bench_points_at_signalbox_bench_with_exit_2() {
+    for args in [&["bench"][..], &["bench", "--scenario", "fanout", "--server", "127.0.0.1:8080", "--dev"]] {
+        let out = signalbox().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`signalbox-bench`") && err.lines().count() == 1, "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    let help = signalbox().arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("bench"));
 }
 
 #[test]

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Reference peer for `signalbox bench`: Node's http module plus the `ws` package, speaking
+// Reference peer for `signalbox-bench`: Node's http module plus the `ws` package, speaking
 // the subset of Signalbox's native protocol (SPEC §3) and HTTP publish (SPEC §6) that the
 // load generator uses. Written the way a Node developer would write a small pub/sub
 // gateway: one process, one event loop, no native add-ons.

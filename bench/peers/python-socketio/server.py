@@ -1,4 +1,4 @@
-"""Reference peer for `signalbox bench --protocol socketio`: python-socketio on aiohttp.
+"""Reference peer for `signalbox-bench --protocol socketio`: python-socketio on aiohttp.
 
 The way python-socketio is usually deployed: one process, one asyncio event loop (the
 standard one, not uvloop), `socketio.AsyncServer(async_mode="aiohttp")` attached to an

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Cluster peer for `signalbox bench --protocol socketio`: Socket.IO v4 on Node's http
+// Cluster peer for `signalbox-bench --protocol socketio`: Socket.IO v4 on Node's http
 // module with the Redis adapter (`@socket.io/redis-adapter` over node-redis v4), so that
 // several of these processes serve one set of rooms, the way a Socket.IO user scales out.
 // It speaks exactly what bench/peers/python-socketio/server.py speaks; run two of them on

@@ -1,5 +1,10 @@
-//! `signalbox bench`: a load generator for any server that speaks the native protocol
+//! `signalbox-bench`: a load generator for any server that speaks the native protocol
 //! (SPEC §3) or Socket.IO v4 (`--protocol socketio`), and `POST /api/publish`.
+//!
+//! A crate of its own in the workspace (the `signalbox-bench` binary, `src/main.rs`), so
+//! that the server binary and its image carry none of the load tool's dependencies
+//! (histograms, plots, progress bars). It uses the `signalbox` library for one thing only:
+//! minting the client token the same way `signalbox token` does.
 //!
 //! Subscribers may be spread over several nodes of a cluster (`--server A,B`) and the
 //! publishes sent to another one (`--publish-server C`): the run then measures delivery
@@ -74,7 +79,7 @@ impl Protocol {
     }
 }
 
-/// Flags of `signalbox bench`.
+/// Flags of `signalbox-bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// A preset; the flags below override its values.
@@ -82,7 +87,7 @@ pub struct BenchArgs {
     pub scenario: Option<Scenario>,
     /// The server under test: `--server`, `--publish-server`, `--server-pid`.
     #[command(flatten)]
-    pub target: Box<TargetArgs>,
+    pub target: TargetArgs,
     /// The subscribers' protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
@@ -144,8 +149,7 @@ pub struct BenchArgs {
     pub failover: bool,
 }
 
-/// Where the server under test is: one server, or the nodes of a cluster (boxed in
-/// [`BenchArgs`], which stays small inside the CLI's `Command`).
+/// Where the server under test is: one server, or the nodes of a cluster.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// Server address (HTTP and WebSocket on the same port). A comma-separated list spreads
@@ -251,13 +255,13 @@ pub fn node_of(index: usize, topics: usize, nodes: usize) -> usize {
 fn token(args: &BenchArgs) -> Option<String> {
     let secret = std::env::var("SIGNALBOX_JWT_SECRET").ok().filter(|s| !s.is_empty());
     args.token.clone().or_else(|| {
-        let mint = crate::cli::TokenArgs {
+        let mint = signalbox::cli::TokenArgs {
             sub: "bench".into(),
             ttl: Duration::from_secs(24 * 3600),
             claims: Vec::new(),
             topics: Some("bench:*".into()),
         };
-        crate::token::mint(&mint, secret.as_deref()).ok()
+        signalbox::token::mint(&mint, secret.as_deref()).ok()
     })
 }
 
@@ -544,7 +548,7 @@ mod tests {
             bench: BenchArgs,
         }
         let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| *c.bench.target)
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench.target)
         };
         let default = parse(&[]).unwrap();
         assert_eq!(default.server, vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);

@@ -119,7 +119,7 @@ pub fn delivery<'a>(packet: &Packet<'a>) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::scan::{FrameScanner, Scanned};
+    use crate::scan::{FrameScanner, Scanned};
 
     #[test]
     fn classifies_engine_io_packets() {
