@@ -41,6 +41,7 @@ pub mod listener;
 pub mod metrics;
 pub mod shutdown;
 pub mod sinks;
+pub mod socketio;
 pub mod state;
 pub mod telemetry;
 pub mod token;

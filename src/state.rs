@@ -44,6 +44,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Tracks every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// This node's Socket.IO long-polling sessions.
+    pub polling: crate::socketio::PollingSessions,
     draining: AtomicBool,
     started: AtomicBool,
 }
@@ -74,6 +76,7 @@ impl AppState {
                 dispatcher,
                 shutdown,
                 tasks: TaskTracker::new(),
+                polling: crate::socketio::PollingSessions::default(),
                 draining: AtomicBool::new(false),
                 started: AtomicBool::new(false),
             }),

@@ -8,6 +8,8 @@
 //! encodes once per publish and stores and hands on the shared bytes, the hub queues them.
 //! It must never know about connections, topics' subscribers or brokers, and never do I/O.
 
+pub mod socketio;
+
 use serde_json::Value;
 
 use crate::domain::{Event, StreamPosition, Topic, now_rfc3339};

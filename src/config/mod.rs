@@ -97,6 +97,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Several nodes over a Redis broker (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// The Socket.IO endpoint (`[socketio]`).
+    pub socketio: SocketIoConfig,
     /// History kept for resume, across all topics.
     pub history: HistoryConfig,
     /// Per-namespace policy (`[namespaces.project]`).
@@ -125,6 +127,7 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             shutdown: ShutdownConfig::default(),
             cluster: ClusterConfig::default(),
+            socketio: SocketIoConfig::default(),
             history: HistoryConfig::default(),
             namespaces: BTreeMap::new(),
             routing: RoutingConfig::default(),
@@ -340,6 +343,15 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self { presence_ttl: Duration::from_secs(45) }
     }
+}
+
+/// The Socket.IO endpoint at `/socket.io/`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Namespaces clients may connect to (`["/ws"]`); empty = any. A CONNECT to another
+    /// gets `connect_error`.
+    pub namespaces: Vec<String>,
 }
 
 /// History kept for resume, across all topics (per-topic sizes are per namespace).

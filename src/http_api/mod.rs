@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         // Every method reaches the handshake checks, so a wrong one gets their JSON 405.
         .route("/ws", any(crate::ws::ws_handler))
+        .route("/socket.io/", any(crate::socketio::socketio_handler))
+        .route("/socket.io", any(crate::socketio::socketio_handler))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

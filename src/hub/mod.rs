@@ -14,7 +14,10 @@ use std::sync::Arc;
 
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
 pub use directory::{ConnectionDirectory, ConnectionFilter, ConnectionInfo, DirectoryError, LocalDirectory};
-pub use outbound::{CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, WriterWork, monotonic_ms};
+pub use outbound::{
+    CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, SocketIoWire, Wire, WriterWork,
+    monotonic_ms,
+};
 pub use topics::{Presence, SubscribeError, SubscribeOptions, SubscribeReply, Subscribed, TopicRegistry};
 
 use crate::broker::{Broker, BrokerError, ReadRequest, TopicRead};

@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime};
 use futures_util::task::{ArcWake, AtomicWaker, WakerRef, waker_ref};
 use parking_lot::Mutex;
 
-use crate::codec::FrameText;
+use crate::codec::{FrameText, socketio};
 use crate::domain::{ConnectionId, LogId, Topic, UserId};
 use crate::metrics::Metrics;
 
@@ -74,10 +74,79 @@ pub struct QueueLimits {
 /// One frame to send. Queues hold it behind an `Arc` (a pointer per slot), so a published
 /// event is one allocation shared by every subscriber's queue.
 pub struct OutboundFrame {
-    /// The frame text.
+    /// The frame text: native JSON, or for a reply queued to a Socket.IO connection the
+    /// packet itself.
     pub text: FrameText,
     /// When the event was published (for the delivery-latency histogram); `None` for replies.
     pub published_at: Option<Instant>,
+    /// The frame as a Socket.IO packet for one namespace, encoded by the first Socket.IO
+    /// connection that writes it and shared by the others: encoded once per protocol.
+    socketio: OnceLock<(SocketIoKey, FrameText)>,
+}
+
+/// What a Socket.IO packet of a frame depends on besides the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SocketIoKey {
+    nsp: Arc<str>,
+    recovery: bool,
+}
+
+impl OutboundFrame {
+    /// A frame in the native encoding.
+    pub fn new(text: FrameText, published_at: Option<Instant>) -> Self {
+        Self { text, published_at, socketio: OnceLock::new() }
+    }
+}
+
+/// How a connection's frames go on the wire.
+pub enum Wire {
+    /// The native JSON protocol (`/ws`).
+    Native,
+    /// Socket.IO (`/socket.io/`): frames become packets of the connection's namespace.
+    SocketIo(Box<SocketIoWire>),
+}
+
+/// A Socket.IO connection's wire state.
+pub struct SocketIoWire {
+    /// The namespace the client connected to (`/ws`).
+    pub nsp: Arc<str>,
+    /// Events carry their recovery offset as a last argument.
+    pub recovery: bool,
+    /// The ack id of the request being handled, plus one (0: none): its reply becomes the ack.
+    pending_ack: AtomicU64,
+}
+
+impl SocketIoWire {
+    /// The wire state of a connection to `nsp`.
+    pub fn new(nsp: &str, recovery: bool) -> Self {
+        Self { nsp: Arc::from(nsp), recovery, pending_ack: AtomicU64::new(0) }
+    }
+
+    /// Makes the next reply the ack `id` (`None`: the request has no ack).
+    pub fn expect_ack(&self, id: Option<u64>) {
+        self.pending_ack.store(id.map_or(0, |id| id.saturating_add(1)), Ordering::Release);
+    }
+
+    fn reply(&self, native: &str) -> FrameText {
+        let pending = self.pending_ack.load(Ordering::Acquire);
+        let ack = pending.checked_sub(1);
+        let (packet, used) = socketio::reply_from_native(native, &self.nsp, ack);
+        if used {
+            // Only this request's first reply is its ack; a concurrent one lost the race
+            // and goes out as an emit, which is still correct.
+            let _ = self.pending_ack.compare_exchange(pending, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        FrameText::from(packet)
+    }
+
+    /// The Engine.IO message of a shared frame: the frame's cached packet when it was
+    /// encoded for this namespace, else encoded now (and cached if it is the first).
+    fn packet(&self, frame: &OutboundFrame) -> FrameText {
+        let key = SocketIoKey { nsp: self.nsp.clone(), recovery: self.recovery };
+        let encode = || FrameText::from(socketio::event_from_native(frame.text.as_str(), &self.nsp, None));
+        let (cached_key, packet) = frame.socketio.get_or_init(|| (key.clone(), encode()));
+        if *cached_key == key { packet.clone() } else { encode() }
+    }
 }
 
 /// What the writer has to do after [`ConnectionHandle::next_outbound`].
@@ -133,6 +202,8 @@ pub struct ConnectionHandle {
     /// of a B-tree node when it holds one or two.
     topics: Mutex<Vec<Topic>>,
     metrics: Metrics,
+    /// The protocol its frames are written in.
+    wire: Wire,
 }
 
 impl ConnectionHandle {
@@ -156,12 +227,54 @@ impl ConnectionHandle {
             expires_at_unix_s: AtomicU64::new(0),
             topics: Mutex::new(Vec::new()),
             metrics,
+            wire: Wire::Native,
         }
     }
 
-    /// Queues a reply (a frame for this connection only). See [`Self::send_shared`].
+    /// The same handle speaking `wire`.
+    #[must_use]
+    pub fn with_wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
+    /// The protocol its frames are written in.
+    pub fn wire(&self) -> &Wire {
+        &self.wire
+    }
+
+    /// Queues a reply (a frame for this connection only), given in the native encoding:
+    /// on a Socket.IO connection it becomes the pending request's ack or an emit here,
+    /// once, as it is this connection's alone. See [`Self::send_shared`].
     pub fn send(&self, text: FrameText) -> bool {
-        self.send_shared(&Arc::new(OutboundFrame { text, published_at: None }))
+        let frame = match &self.wire {
+            Wire::Native => OutboundFrame::new(text, None),
+            Wire::SocketIo(wire) => Self::encoded(wire.reply(text.as_str())),
+        };
+        self.send_shared(&Arc::new(frame))
+    }
+
+    /// Queues a frame already in this connection's wire encoding (a Socket.IO packet).
+    pub fn send_encoded(&self, packet: FrameText) -> bool {
+        self.send_shared(&Arc::new(Self::encoded(packet)))
+    }
+
+    fn encoded(packet: FrameText) -> OutboundFrame {
+        // Marked as encoded for no namespace: `wire_text` passes such frames through.
+        let frame = OutboundFrame::new(packet.clone(), None);
+        let _ = frame.socketio.set((SocketIoKey { nsp: Arc::from(""), recovery: false }, packet));
+        frame
+    }
+
+    /// The text to write for `frame` on this connection's wire.
+    pub fn wire_text(&self, frame: &OutboundFrame) -> FrameText {
+        match &self.wire {
+            Wire::Native => frame.text.clone(),
+            Wire::SocketIo(wire) => match frame.socketio.get() {
+                Some((key, packet)) if key.nsp.is_empty() => packet.clone(),
+                _ => wire.packet(frame),
+            },
+        }
     }
 
     /// Queues a frame without waiting. A full queue (frames or bytes) closes the connection
@@ -183,6 +296,11 @@ impl ConnectionHandle {
         }
         self.close(CloseReason::SlowConsumer);
         false
+    }
+
+    /// Whether frames are queued (not yet taken by the writer).
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.lock().frames.is_empty()
     }
 
     /// Asks the writer to send a heartbeat ping.
@@ -260,6 +378,15 @@ impl ConnectionHandle {
 
     /// Starts closing the connection for `reason`; the first reason wins.
     pub fn close(&self, reason: CloseReason) {
+        if let Wire::SocketIo(wire) = &self.wire
+            && matches!(reason, CloseReason::ClosedByBackend | CloseReason::PolicyViolation)
+            && !self.is_closing()
+        {
+            // Socket.IO's "io server disconnect": the client must not reconnect on its own,
+            // as it would after a mere transport close. Queued past the bounds on purpose.
+            let packet = FrameText::from(socketio::disconnect(&wire.nsp));
+            self.outbox.lock().frames.push_back(Arc::new(Self::encoded(packet)));
+        }
         if self.close_reason.set(reason).is_ok() {
             if reason == CloseReason::SlowConsumer {
                 self.metrics.slow_consumer_disconnects.increment(1);

@@ -152,10 +152,8 @@ impl TopicRegistry {
         if !announce || inner.subscribers.is_empty() {
             return;
         }
-        let frame = Arc::new(OutboundFrame {
-            text: presence_change(change, topic, conn.user.as_str(), conn.id.as_str()),
-            published_at: None,
-        });
+        let frame =
+            Arc::new(OutboundFrame::new(presence_change(change, topic, conn.user.as_str(), conn.id.as_str()), None));
         for sub in &inner.subscribers {
             sub.conn.send_shared(&frame);
         }
@@ -224,7 +222,7 @@ impl TopicRegistry {
         let passes = |frame: &FrameText| filter.as_deref().is_none_or(|f| stored_frame_passes(f, frame));
         if read.recovered {
             for event in read.events.into_iter().filter(|e| passes(&e.frame)) {
-                conn.send_shared(&Arc::new(OutboundFrame { text: event.frame, published_at: None }));
+                conn.send_shared(&Arc::new(OutboundFrame::new(event.frame, None)));
             }
         } else if let Some(state) = read.retained.filter(|s| passes(s)) {
             conn.send(mark_retained(&state));
@@ -332,7 +330,7 @@ impl Fanout for TopicRegistry {
         };
         let offset = delivery.position.offset;
         let event = delivery.event.fields();
-        let frame = Arc::new(OutboundFrame { text: delivery.frame.clone(), published_at: Some(delivery.published_at) });
+        let frame = Arc::new(OutboundFrame::new(delivery.frame.clone(), Some(delivery.published_at)));
         let mut inner = entry.inner.lock();
         // An echo, a late or a repeated hand-over: already delivered (or it would arrive out
         // of order). Subscribers also skip what their subscribe's read covered (`after_offset`).
@@ -360,7 +358,7 @@ impl Fanout for TopicRegistry {
         let Some(entry) = self.topics.get(topic).map(|e| e.value().clone()) else {
             return;
         };
-        let frame = Arc::new(OutboundFrame { text: frame.clone(), published_at: None });
+        let frame = Arc::new(OutboundFrame::new(frame.clone(), None));
         for sub in &entry.inner.lock().subscribers {
             sub.conn.send_shared(&frame);
         }

@@ -34,7 +34,7 @@ use super::close::{close_code, is_protocol_violation, peer_close_reason, read_er
 use super::session::Session;
 use super::socket::{Socket, Written};
 use crate::domain::LogId;
-use crate::hub::{Admission, CloseReason, ConnectionHandle, SharedFrame};
+use crate::hub::{Admission, CloseReason, ConnectionHandle, SharedFrame, Wire};
 use crate::state::AppState;
 
 /// What the connection holds for its whole life but rarely touches, in one allocation
@@ -172,7 +172,7 @@ impl Connection {
                     return Poll::Ready(());
                 }
             }
-            if let Err(e) = ready!(inner.poll_write_batch(&mut socket_cx)) {
+            if let Err(e) = ready!(inner.poll_write_batch(conn, &mut socket_cx)) {
                 tracing::debug!(connectionId = %conn.id, error = %e, "write failed");
                 conn.close(CloseReason::ClientGone);
                 return Poll::Ready(());
@@ -259,7 +259,7 @@ impl Open {
                         // Boxed: request handling is large and rare, and an idle connection
                         // should not carry its state inline.
                         self.reader = Reader::Busy(Box::pin(async move {
-                            companion.session.on_text(text.as_str()).await;
+                            companion.session.on_wire_text(text.as_str()).await;
                             companion
                         }));
                     }
@@ -295,9 +295,9 @@ impl Open {
     /// Hands the taken ping and frames to tungstenite and flushes; ready once flushed
     /// (or failed). Publish times stay in the batch until the flush, so latency is
     /// measured to "written to the socket".
-    fn poll_write_batch(&mut self, socket_cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    fn poll_write_batch(&mut self, conn: &ConnectionHandle, socket_cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.ping {
-            if self.socket.write(socket_cx, Message::Ping(Bytes::new()))? == Written::Blocked {
+            if self.socket.write(socket_cx, heartbeat_ping(conn))? == Written::Blocked {
                 self.blocked = true;
             }
             self.ping = false;
@@ -308,7 +308,7 @@ impl Open {
                 self.blocked = false;
                 continue;
             }
-            if self.socket.write(socket_cx, Message::Text(frame.text.clone()))? == Written::Blocked {
+            if self.socket.write(socket_cx, Message::Text(conn.wire_text(frame)))? == Written::Blocked {
                 self.blocked = true;
             }
             self.fed += 1;
@@ -360,7 +360,7 @@ impl Open {
                         *took_rest = true;
                     }
                     if self.writing {
-                        if ready!(self.poll_write_batch(&mut socket_cx)).is_err() {
+                        if ready!(self.poll_write_batch(conn, &mut socket_cx)).is_err() {
                             return Poll::Ready(());
                         }
                         continue;
@@ -411,6 +411,15 @@ impl Open {
                 }
             }
         }
+    }
+}
+
+/// The heartbeat ping of the connection's protocol: a WebSocket ping, or Engine.IO's `2`
+/// (Socket.IO clients answer that one, not the WebSocket's).
+pub fn heartbeat_ping(conn: &ConnectionHandle) -> Message {
+    match conn.wire() {
+        Wire::Native => Message::Ping(Bytes::new()),
+        Wire::SocketIo(_) => Message::Text(Utf8Bytes::from_static("2")),
     }
 }
 

@@ -5,14 +5,14 @@
 //! traits only; it must never name a broker, sink or JWT library.
 
 mod close;
-mod connection;
-mod handshake;
+pub(crate) mod connection;
+pub(crate) mod handshake;
 pub mod liveness;
 pub mod protocol;
 pub mod replies;
-mod session;
-mod socket;
-mod upgrade;
+pub(crate) mod session;
+pub(crate) mod socket;
+pub(crate) mod upgrade;
 
 pub use close::close_code;
 pub use handshake::{UpgradeRejection, check_upgrade, is_valid_key};

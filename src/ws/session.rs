@@ -18,7 +18,7 @@ use super::protocol::{
 use crate::auth::{AuthError, Identity};
 use crate::broker::ReadRequest;
 use crate::domain::{Epoch, ErrorCode, Event, LogId, Topic, unix_millis};
-use crate::hub::{CloseReason, ConnectionHandle, SubscribeError, SubscribeOptions};
+use crate::hub::{CloseReason, ConnectionHandle, SubscribeError, SubscribeOptions, Wire};
 use crate::sinks::{MessageId, RoutedMessage};
 use crate::state::AppState;
 
@@ -84,6 +84,30 @@ impl Session {
         match parse_client_frame(text) {
             Ok(request) => self.handle(request, text).await,
             Err(e) => self.error(e.code, &e.message, e.request_id.as_deref()),
+        }
+    }
+
+    /// Handles one text frame in the connection's wire protocol: native JSON, or an
+    /// Engine.IO packet for a Socket.IO connection (`crate::socketio::session`).
+    pub async fn on_wire_text(&mut self, text: &str) {
+        if matches!(self.conn.wire(), Wire::SocketIo(_)) {
+            crate::socketio::session::on_engine_text(self, text).await;
+        } else {
+            self.on_text(text).await;
+        }
+    }
+
+    /// The connection this session serves.
+    pub fn conn(&self) -> &Arc<ConnectionHandle> {
+        &self.conn
+    }
+
+    /// A client input refused before it became a request (a malformed Socket.IO packet):
+    /// counted and rate-limited like a message, answered with an `error`.
+    pub fn refuse_input(&mut self, code: ErrorCode, message: &str) {
+        self.state.metrics.messages_received.increment(1);
+        if self.admit(|| None) {
+            self.error(code, message, None);
         }
     }
 

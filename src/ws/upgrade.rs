@@ -15,7 +15,6 @@ use std::task::Poll;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -76,7 +75,7 @@ fn parse_query(raw: Option<&str>, max_topics: usize) -> ConnectQuery {
 /// only one and equal an allowed origin byte for byte: no decoding, no case folding, so a
 /// value that is not ASCII (`https://app.example.com\xff`) or a second header behind an
 /// allowed one cannot pass as the allowed origin.
-fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), &'static str> {
+pub(crate) fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), &'static str> {
     let mut origins = headers.get_all(header::ORIGIN).iter();
     let Some(origin) = origins.next() else {
         return Ok(());
@@ -165,20 +164,11 @@ pub async fn ws_handler(
             );
         }
     };
-    let ws = &state.config.websocket;
-    // tungstenite panics unless its write buffer limit (unbounded here) exceeds the
-    // write buffer size.
-    let write_buffer_size = ws.write_buffer_size.min(usize::MAX - 1);
-    let hard_limit = state.config.limits.max_message_size.saturating_mul(2);
     // Keeps shutdown waiting for this connection from now on, not only once the upgrade
     // completes.
     let tracked = state.tasks.token();
     let task_state = state.clone();
-    let config = WebSocketConfig::default()
-        .read_buffer_size(ws.read_buffer_size)
-        .write_buffer_size(write_buffer_size)
-        .max_message_size(Some(hard_limit))
-        .max_frame_size(Some(hard_limit));
+    let config = websocket_config(&state);
     let (response, socket) = upgrade.accept(config);
     // Boxed inside the task (see `ConnectionTask`): everything captured here is needed
     // only until the connection is open.
@@ -220,6 +210,21 @@ pub async fn ws_handler(
     response
 }
 
+/// The WebSocket settings of every connection: buffers from `[websocket]`, frame and
+/// message bounds at twice `limits.max_message_size` (beyond it: 1009).
+pub(crate) fn websocket_config(state: &AppState) -> WebSocketConfig {
+    let ws = &state.config.websocket;
+    // tungstenite panics unless its write buffer limit (unbounded here) exceeds the
+    // write buffer size.
+    let write_buffer_size = ws.write_buffer_size.min(usize::MAX - 1);
+    let hard_limit = state.config.limits.max_message_size.saturating_mul(2);
+    WebSocketConfig::default()
+        .read_buffer_size(ws.read_buffer_size)
+        .write_buffer_size(write_buffer_size)
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit))
+}
+
 /// The connection's writer while its task starts, before the open stage exists.
 ///
 /// Connect-time subscriptions queue a reply per topic (and a retained state, and the live
@@ -250,9 +255,9 @@ impl StartWriter<'_> {
             return !conn.is_closing();
         };
         let mut flushing = !work.closing;
-        let ping = work.ping.then(|| Message::Ping(Bytes::new()));
+        let ping = work.ping.then(|| super::connection::heartbeat_ping(conn));
         let now = std::time::Instant::now();
-        let messages = ping.into_iter().chain(batch.iter().map(|f| Message::Text(f.text.clone())));
+        let messages = ping.into_iter().chain(batch.iter().map(|f| Message::Text(conn.wire_text(f))));
         for message in messages {
             let mut message = Some(message);
             let written = poll_fn(|cx| match message.take() {
