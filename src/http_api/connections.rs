@@ -47,6 +47,7 @@ pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery
                 "topics": c.topics,
                 "connectedAt": connected_at,
                 "remoteAddr": c.remote.to_string(),
+                "protocol": c.protocol,
             })
         })
         .collect();

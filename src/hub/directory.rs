@@ -41,6 +41,8 @@ pub struct ConnectionInfo {
     pub connected_at: SystemTime,
     /// The client's address.
     pub remote: SocketAddr,
+    /// `native` or `socketio`.
+    pub protocol: String,
 }
 
 impl ConnectionInfo {
@@ -51,6 +53,7 @@ impl ConnectionInfo {
             topics: conn.topics(),
             connected_at: conn.connected_at,
             remote: conn.remote,
+            protocol: conn.wire().protocol().to_owned(),
         }
     }
 }

@@ -106,6 +106,16 @@ pub enum Wire {
     SocketIo(Box<SocketIoWire>),
 }
 
+impl Wire {
+    /// The protocol's name in the API and metrics: `native` or `socketio`.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::SocketIo(_) => "socketio",
+        }
+    }
+}
+
 /// A Socket.IO connection's wire state.
 pub struct SocketIoWire {
     /// The namespace the client connected to (`/ws`).

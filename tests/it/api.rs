@@ -101,6 +101,7 @@ async fn topic_info_and_connection_listing() {
     assert!(list[0]["topics"].as_array().unwrap().contains(&json!("project:9")));
     assert!(list[0]["connectedAt"].as_str().unwrap().ends_with('Z'));
     assert!(list[0]["remoteAddr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(list[0]["protocol"], "native");
     let (_, by_topic) = api.get("/api/connections?topic=project:9").await;
     assert_eq!(by_topic["connections"].as_array().unwrap().len(), 1);
     let (_, none) = api.get("/api/connections?user=nobody").await;

@@ -42,20 +42,34 @@ pub struct Entry {
     pub connected_at: u64,
     /// The client's address.
     pub remote: String,
+    /// `native` or `socketio` (absent in entries of nodes older than Socket.IO: native).
+    #[serde(default = "native")]
+    pub protocol: String,
+}
+
+fn native() -> String {
+    "native".to_owned()
 }
 
 impl Entry {
     /// The entry of a connection held by `node`.
     pub fn of_handle(node: &str, conn: &ConnectionHandle) -> Self {
-        Self::new(node, &conn.user, &conn.topics(), conn.connected_at, conn.remote)
+        Self::new(node, &conn.user, &conn.topics(), conn.connected_at, conn.remote, conn.wire().protocol())
     }
 
     /// The entry of a connection described by the local directory.
     pub fn of_info(node: &str, info: &ConnectionInfo) -> Self {
-        Self::new(node, &info.user, &info.topics, info.connected_at, info.remote)
+        Self::new(node, &info.user, &info.topics, info.connected_at, info.remote, &info.protocol)
     }
 
-    fn new(node: &str, user: &UserId, topics: &[Topic], connected_at: SystemTime, remote: SocketAddr) -> Self {
+    fn new(
+        node: &str,
+        user: &UserId,
+        topics: &[Topic],
+        connected_at: SystemTime,
+        remote: SocketAddr,
+        protocol: &str,
+    ) -> Self {
         let nanos =
             connected_at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Self {
@@ -64,6 +78,7 @@ impl Entry {
             topics: topics.iter().map(|t| t.as_str().to_owned()).collect(),
             connected_at: nanos,
             remote: remote.to_string(),
+            protocol: protocol.to_owned(),
         }
     }
 
@@ -79,6 +94,7 @@ impl Entry {
             topics,
             connected_at: UNIX_EPOCH + Duration::from_nanos(self.connected_at),
             remote,
+            protocol: self.protocol,
         })
     }
 }
@@ -231,6 +247,7 @@ mod tests {
             topics: vec![Topic::parse("global").unwrap(), Topic::parse("user:u1").unwrap()],
             connected_at: UNIX_EPOCH + Duration::from_nanos(1_732_226_561_187_122_144),
             remote: "10.0.3.7:54314".parse().unwrap(),
+            protocol: "socketio".into(),
         };
         let entry = Entry::of_info("node_a", &info);
         let text = serde_json::to_string(&entry).unwrap();
