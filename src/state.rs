@@ -44,8 +44,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Tracks every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// This node's Socket.IO long-polling sessions.
-    pub polling: crate::socketio::PollingSessions,
+    /// This node's Socket.IO polling sessions and recovery store.
+    pub socketio: crate::socketio::SocketIoState,
     draining: AtomicBool,
     started: AtomicBool,
 }
@@ -76,7 +76,7 @@ impl AppState {
                 dispatcher,
                 shutdown,
                 tasks: TaskTracker::new(),
-                polling: crate::socketio::PollingSessions::default(),
+                socketio: crate::socketio::SocketIoState::default(),
                 draining: AtomicBool::new(false),
                 started: AtomicBool::new(false),
             }),

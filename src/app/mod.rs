@@ -117,6 +117,11 @@ impl Gateway {
             );
         }
         let state = AppState::new(config, hub, directory, authenticator, metrics, dispatcher, CancellationToken::new());
+        if let BrokerKind::Redis(redis) = &kind {
+            // Recoverable Socket.IO sessions in Redis: a client may come back on any node.
+            let store = crate::socketio::recovery::RedisStore::new(redis.store().conn());
+            state.socketio.use_store(Arc::new(store));
+        }
         Ok(Self { state, broker: kind, cluster_directory })
     }
 

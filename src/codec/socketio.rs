@@ -323,6 +323,19 @@ pub fn reply_from_native(native: &str, nsp: &str, ack_id: Option<u64>) -> (Strin
     (ack(nsp, id, &Value::Object(object).to_string()), true)
 }
 
+/// The offset argument Socket.IO recovery appends to an event: `<offset>@<topic>`. The
+/// same for every subscriber (so the packet is still encoded once), and enough for the
+/// server to find the event in a session's log when the client reports it back.
+pub fn recovery_offset(topic: &str, offset: u64) -> String {
+    format!("{offset}@{topic}")
+}
+
+/// The topic and offset of a recovery offset argument.
+pub fn parse_recovery_offset(text: &str) -> Option<(&str, u64)> {
+    let (offset, topic) = text.split_once('@')?;
+    Some((topic, offset.parse().ok()?))
+}
+
 fn push_json_string(out: &mut String, s: &str) {
     // Serializing a `&str` cannot fail.
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));

@@ -352,6 +352,10 @@ pub struct SocketIoConfig {
     /// Namespaces clients may connect to (`["/ws"]`); empty = any. A CONNECT to another
     /// gets `connect_error`.
     pub namespaces: Vec<String>,
+    /// Connection state recovery: how long a lost client's session is kept for it to
+    /// come back with every missed event; zero (the default, as in Socket.IO) = off.
+    #[serde(with = "humantime_serde")]
+    pub recovery: Duration,
 }
 
 /// History kept for resume, across all topics (per-topic sizes are per namespace).

@@ -79,6 +79,8 @@ pub struct OutboundFrame {
     pub text: FrameText,
     /// When the event was published (for the delivery-latency histogram); `None` for replies.
     pub published_at: Option<Instant>,
+    /// The event's topic and offset, for an event (live or replayed); `None` otherwise.
+    pub origin: Option<(Topic, u64)>,
     /// The frame as a Socket.IO packet for one namespace, encoded by the first Socket.IO
     /// connection that writes it and shared by the others: encoded once per protocol.
     socketio: OnceLock<(SocketIoKey, FrameText)>,
@@ -94,7 +96,12 @@ struct SocketIoKey {
 impl OutboundFrame {
     /// A frame in the native encoding.
     pub fn new(text: FrameText, published_at: Option<Instant>) -> Self {
-        Self { text, published_at, socketio: OnceLock::new() }
+        Self { text, published_at, origin: None, socketio: OnceLock::new() }
+    }
+
+    /// An event of `topic` at `offset` (which Socket.IO recovery tracks).
+    pub fn event(text: FrameText, published_at: Option<Instant>, topic: &Topic, offset: u64) -> Self {
+        Self { text, published_at, origin: Some((topic.clone(), offset)), socketio: OnceLock::new() }
     }
 }
 
@@ -122,14 +129,127 @@ pub struct SocketIoWire {
     pub nsp: Arc<str>,
     /// Events carry their recovery offset as a last argument.
     pub recovery: bool,
+    /// The private session id the client recovers with (recovery on).
+    pub pid: Option<String>,
     /// The ack id of the request being handled, plus one (0: none): its reply becomes the ack.
     pending_ack: AtomicU64,
+    /// What the client surely has, with recovery on.
+    log: Mutex<RecoveryLog>,
+    /// The client left on purpose (its DISCONNECT): nothing to recover.
+    left: AtomicBool,
+}
+
+/// Unanswered-ping tails longer than this make the session unrecoverable (a client that
+/// reads this far behind is near its slow-consumer bound anyway).
+const MAX_UNCONFIRMED: usize = 65_536;
+/// Every this many unconfirmed events the writer asks for an extra ping, so the tail is
+/// cut short on busy connections instead of growing for a whole ping interval.
+const PING_EVERY: usize = 512;
+
+/// Which events a Socket.IO client surely received, for connection state recovery.
+///
+/// A WebSocket (or a poll) delivers a prefix of what was written, and Engine.IO's pong
+/// proves the client read everything written before its ping. So the log keeps, per
+/// topic, the offset confirmed by the last answered ping, plus the events written since
+/// the oldest unanswered one, in write order. The client's last offset (the position it
+/// reports when it reconnects) is one of those: everything up to it arrived, nothing
+/// after it did — exact, with any number of topics per connection.
+#[derive(Debug, Default)]
+pub struct RecoveryLog {
+    /// Per held topic: the epoch and the offset surely received.
+    pub confirmed: Vec<(Topic, Arc<str>, u64)>,
+    /// Events written and not yet confirmed, oldest first.
+    pub tail: VecDeque<(Topic, u64)>,
+    /// The tail's length at each unanswered ping, oldest first.
+    marks: VecDeque<usize>,
+    /// The tail outgrew its bound: the session cannot be recovered exactly.
+    pub overflowed: bool,
 }
 
 impl SocketIoWire {
-    /// The wire state of a connection to `nsp`.
-    pub fn new(nsp: &str, recovery: bool) -> Self {
-        Self { nsp: Arc::from(nsp), recovery, pending_ack: AtomicU64::new(0) }
+    /// The wire state of a connection to `nsp`; recoverable under `pid` when given.
+    pub fn new(nsp: &str, pid: Option<String>) -> Self {
+        Self {
+            nsp: Arc::from(nsp),
+            recovery: pid.is_some(),
+            pid,
+            pending_ack: AtomicU64::new(0),
+            log: Mutex::new(RecoveryLog::default()),
+            left: AtomicBool::new(false),
+        }
+    }
+
+    /// The client sent DISCONNECT: its session ends for good.
+    pub fn mark_left(&self) {
+        self.left.store(true, Ordering::Release);
+    }
+
+    /// Whether the client left on purpose.
+    pub fn left(&self) -> bool {
+        self.left.load(Ordering::Acquire)
+    }
+
+    /// A subscription took effect at `position`: the client has everything up to it.
+    fn subscribed(&self, topic: &Topic, epoch: &str, offset: u64) {
+        let mut log = self.log.lock();
+        log.confirmed.retain(|(t, _, _)| t != topic);
+        log.confirmed.push((topic.clone(), Arc::from(epoch), offset));
+    }
+
+    fn unsubscribed(&self, topic: &Topic) {
+        self.log.lock().confirmed.retain(|(t, _, _)| t != topic);
+    }
+
+    /// An event was handed to the socket; `true` when an extra ping should follow.
+    fn written(&self, topic: &Topic, offset: u64) -> bool {
+        let mut log = self.log.lock();
+        if log.overflowed {
+            return false;
+        }
+        if log.tail.len() >= MAX_UNCONFIRMED {
+            log.overflowed = true;
+            log.tail = VecDeque::new();
+            return false;
+        }
+        log.tail.push_back((topic.clone(), offset));
+        log.tail.len().is_multiple_of(PING_EVERY)
+    }
+
+    /// A ping was handed to the socket.
+    fn ping_written(&self) {
+        let mut log = self.log.lock();
+        let at = log.tail.len();
+        log.marks.push_back(at);
+    }
+
+    /// The client answered the oldest unanswered ping: what was written before it arrived.
+    pub fn pong_received(&self) {
+        if !self.recovery {
+            return;
+        }
+        let mut log = self.log.lock();
+        let Some(mark) = log.marks.pop_front() else { return };
+        let mark = mark.min(log.tail.len());
+        let RecoveryLog { confirmed, tail, marks, .. } = &mut *log;
+        for (topic, offset) in tail.drain(..mark) {
+            if let Some(entry) = confirmed.iter_mut().find(|(t, _, _)| *t == topic) {
+                entry.2 = entry.2.max(offset);
+            }
+        }
+        for m in marks.iter_mut() {
+            *m = m.saturating_sub(mark);
+        }
+    }
+
+    /// A copy of the log, for saving the session when the connection ends.
+    pub fn snapshot(&self) -> RecoveryLog {
+        let log = self.log.lock();
+        RecoveryLog {
+            confirmed: log.confirmed.clone(),
+            tail: log.tail.clone(),
+            marks: VecDeque::new(),
+            overflowed: log.overflowed,
+        }
     }
 
     /// Makes the next reply the ack `id` (`None`: the request has no ack).
@@ -153,7 +273,11 @@ impl SocketIoWire {
     /// encoded for this namespace, else encoded now (and cached if it is the first).
     fn packet(&self, frame: &OutboundFrame) -> FrameText {
         let key = SocketIoKey { nsp: self.nsp.clone(), recovery: self.recovery };
-        let encode = || FrameText::from(socketio::event_from_native(frame.text.as_str(), &self.nsp, None));
+        let offset = self
+            .recovery
+            .then(|| frame.origin.as_ref().map(|(t, o)| socketio::recovery_offset(t.as_str(), *o)))
+            .flatten();
+        let encode = || FrameText::from(socketio::event_from_native(frame.text.as_str(), &self.nsp, offset.as_deref()));
         let (cached_key, packet) = frame.socketio.get_or_init(|| (key.clone(), encode()));
         if *cached_key == key { packet.clone() } else { encode() }
     }
@@ -276,14 +400,54 @@ impl ConnectionHandle {
         frame
     }
 
-    /// The text to write for `frame` on this connection's wire.
+    /// The text to write for `frame` on this connection's wire. Every writer calls it
+    /// as it hands the frame to the transport, which is what Socket.IO recovery counts.
     pub fn wire_text(&self, frame: &OutboundFrame) -> FrameText {
         match &self.wire {
             Wire::Native => frame.text.clone(),
-            Wire::SocketIo(wire) => match frame.socketio.get() {
-                Some((key, packet)) if key.nsp.is_empty() => packet.clone(),
-                _ => wire.packet(frame),
-            },
+            Wire::SocketIo(wire) => {
+                if wire.recovery
+                    && let Some((topic, offset)) = &frame.origin
+                    && wire.written(topic, *offset)
+                {
+                    self.request_ping();
+                }
+                match frame.socketio.get() {
+                    Some((key, packet)) if key.nsp.is_empty() => packet.clone(),
+                    _ => wire.packet(frame),
+                }
+            }
+        }
+    }
+
+    /// The heartbeat ping as the writer writes it now: a WebSocket ping's payload is
+    /// native; Engine.IO's is the text `2` (Socket.IO clients answer that one).
+    pub fn wire_ping(&self) -> Option<FrameText> {
+        match &self.wire {
+            Wire::Native => None,
+            Wire::SocketIo(wire) => {
+                if wire.recovery {
+                    wire.ping_written();
+                }
+                Some(FrameText::from_static("2"))
+            }
+        }
+    }
+
+    /// A subscription to `topic` took effect at `position` (recovery's baseline).
+    pub(super) fn on_subscribed(&self, topic: &Topic, epoch: &str, offset: u64) {
+        if let Wire::SocketIo(wire) = &self.wire
+            && wire.recovery
+        {
+            wire.subscribed(topic, epoch, offset);
+        }
+    }
+
+    pub(super) fn on_unsubscribed(&self, topic: &Topic) {
+        if let Wire::SocketIo(wire) = &self.wire
+            && wire.recovery
+        {
+            wire.unsubscribed(topic);
         }
     }
 

@@ -215,6 +215,7 @@ impl TopicRegistry {
             }
         };
         let subscribed = Subscribed { position: read.position.clone(), recovered: read.recovered };
+        conn.on_subscribed(topic, read.position.epoch.as_str(), read.position.offset);
         if let Some(reply) = reply {
             conn.send(reply(&subscribed));
         }
@@ -222,7 +223,7 @@ impl TopicRegistry {
         let passes = |frame: &FrameText| filter.as_deref().is_none_or(|f| stored_frame_passes(f, frame));
         if read.recovered {
             for event in read.events.into_iter().filter(|e| passes(&e.frame)) {
-                conn.send_shared(&Arc::new(OutboundFrame::new(event.frame, None)));
+                conn.send_shared(&Arc::new(OutboundFrame::event(event.frame, None, topic, event.offset)));
             }
         } else if let Some(state) = read.retained.filter(|s| passes(s)) {
             conn.send(mark_retained(&state));
@@ -274,6 +275,7 @@ impl TopicRegistry {
         if !conn.remove_topic(topic) {
             return false;
         }
+        conn.on_unsubscribed(topic);
         self.leave(broker, conn, topic);
         true
     }
@@ -330,7 +332,8 @@ impl Fanout for TopicRegistry {
         };
         let offset = delivery.position.offset;
         let event = delivery.event.fields();
-        let frame = Arc::new(OutboundFrame::new(delivery.frame.clone(), Some(delivery.published_at)));
+        let frame =
+            Arc::new(OutboundFrame::event(delivery.frame.clone(), Some(delivery.published_at), delivery.topic, offset));
         let mut inner = entry.inner.lock();
         // An echo, a late or a repeated hand-over: already delivered (or it would arrive out
         // of order). Subscribers also skip what their subscribe's read covered (`after_offset`).

@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::polling;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::{polling, recovery};
 use crate::auth::{AuthError, Identity};
 use crate::codec::socketio::{self, EnginePacket, SocketPacket};
 use crate::domain::{ConnectionId, ErrorCode, LogId};
@@ -154,32 +156,70 @@ fn websocket(state: AppState, remote: SocketAddr, query: EngineQuery, upgrade: U
             Ok(Some(connect)) => connect,
             _ => return None,
         };
-        let token = auth_token(auth.as_ref()).or(query.token);
-        let (identity, admission) = match admit(&state, remote, &nsp, token.as_deref()) {
-            Ok(admitted) => admitted,
+        let opened = open_session(&state, remote, &nsp, auth.as_ref(), query.token.as_deref(), tracked).await;
+        let (conn, companion) = match opened {
+            Ok(opened) => opened,
             Err(refusal) => {
                 write_now(&mut socket, refusal.packet(&nsp)).await;
                 return None;
             }
         };
-        let conn = register(&state, remote, &nsp, &identity);
-        let session = Session::new(state.clone(), conn.clone(), identity);
-        let mut companion = Box::new(Companion { session, admission, tracked });
-        companion.session.subscribe_automatic().await;
         Some(Connection::new(socket, conn, state, companion))
     };
     tokio::spawn(ConnectionTask::new(start));
     response
 }
 
+/// A CONNECT to `nsp`: authenticates and admits it, recovers its session when it asks for
+/// one that can be, registers the connection and subscribes it (its old topics from where
+/// the client is, or the automatic ones). `auth` is the CONNECT's data.
+pub async fn open_session(
+    state: &AppState,
+    remote: SocketAddr,
+    nsp: &str,
+    auth: Option<&Value>,
+    query_token: Option<&str>,
+    tracked: TaskTrackerToken,
+) -> Result<(Arc<ConnectionHandle>, Box<Companion>), Refusal> {
+    let token = auth_token(auth).or_else(|| query_token.map(str::to_owned));
+    let (identity, admission) = admit(state, remote, nsp, token.as_deref())?;
+    let recovery_on = !state.config.socketio.recovery.is_zero();
+    let field = |name: &str| auth.and_then(|a| a.get(name)).and_then(Value::as_str);
+    let recovered = match (recovery_on, field("pid")) {
+        (true, Some(pid)) => recovery::take(state, &identity, nsp, pid, field("offset")).await,
+        _ => None,
+    };
+    let pid = recovery_on.then(|| recovered.as_ref().map_or_else(recovery::new_pid, |r| r.pid.clone()));
+    let id = recovered.as_ref().map_or_else(ConnectionId::generate, |r| ConnectionId::from_external(&r.connection_id));
+    let conn = register(state, remote, nsp, &identity, id, pid);
+    let session = Session::new(state.clone(), conn.clone(), identity);
+    let mut companion = Box::new(Companion { session, admission, tracked });
+    match &recovered {
+        Some(recovered) => {
+            if !recovery::resubscribe(state, &conn, recovered).await {
+                tracing::warn!(connectionId = %conn.id, "recovered, but a topic's history was evicted meanwhile: it restarts from now");
+            }
+        }
+        None => companion.session.subscribe_automatic().await,
+    }
+    Ok((conn, companion))
+}
+
 /// Registers an admitted Socket.IO connection with the hub and queues its CONNECT answer
-/// and `connection_established`.
-pub fn register(state: &AppState, remote: SocketAddr, nsp: &str, identity: &Identity) -> Arc<ConnectionHandle> {
+/// (with `pid` when it can be recovered) and `connection_established`.
+fn register(
+    state: &AppState,
+    remote: SocketAddr,
+    nsp: &str,
+    identity: &Identity,
+    id: ConnectionId,
+    pid: Option<String>,
+) -> Arc<ConnectionHandle> {
     let limits =
         QueueLimits { frames: state.config.limits.send_queue_events, bytes: state.config.limits.send_queue_bytes };
-    let wire = Wire::SocketIo(Box::new(SocketIoWire::new(nsp, false)));
-    let handle =
-        ConnectionHandle::new(ConnectionId::generate(), identity.user.clone(), remote, limits, state.metrics.clone());
+    let connect = socketio::connect_ok(nsp, id.as_str(), pid.as_deref());
+    let wire = Wire::SocketIo(Box::new(SocketIoWire::new(nsp, pid)));
+    let handle = ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone());
     let conn = Arc::new(handle.with_wire(wire));
     state.hub.connections.insert(conn.clone());
     if state.shutdown.is_cancelled() {
@@ -187,7 +227,7 @@ pub fn register(state: &AppState, remote: SocketAddr, nsp: &str, identity: &Iden
     }
     state.metrics.connections.increment(1.0);
     tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), remote = %remote, protocol = "socketio", namespace = nsp, "connected");
-    conn.send_encoded(socketio::connect_ok(nsp, conn.id.as_str(), None).into());
+    conn.send_encoded(connect.into());
     let established = json!({"data": {"connection_id": conn.id.as_str(), "user_id": conn.user.as_str()}}).to_string();
     conn.send_encoded(socketio::event(nsp, "connection_established", &established, None).into());
     conn

@@ -11,7 +11,32 @@
 
 mod endpoint;
 pub mod polling;
+pub mod recovery;
 pub mod session;
+
+use std::sync::{Arc, OnceLock};
 
 pub use endpoint::socketio_handler;
 pub use polling::PollingSessions;
+use recovery::{MemoryStore, SessionStore};
+
+/// This node's Socket.IO state: polling sessions, and where recoverable sessions are saved.
+#[derive(Default)]
+pub struct SocketIoState {
+    /// Long-polling sessions.
+    pub polling: PollingSessions,
+    store: OnceLock<Arc<dyn SessionStore>>,
+}
+
+impl SocketIoState {
+    /// Saves recoverable sessions in `store` (Redis, with a Redis broker); set once, by
+    /// the composition root, before serving.
+    pub fn use_store(&self, store: Arc<dyn SessionStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// The session store (this process's memory unless another was set).
+    pub fn sessions(&self) -> Arc<dyn SessionStore> {
+        self.store.get_or_init(|| Arc::new(MemoryStore::default())).clone()
+    }
+}

@@ -31,14 +31,13 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::endpoint::{EngineError, EngineQuery, admit, auth_token, max_payload, ping_ms, pong_ms, register};
+use super::endpoint::{EngineError, EngineQuery, max_payload, open_session, ping_ms, pong_ms};
 use crate::codec::socketio::{self, EnginePacket, RECORD_SEPARATOR, SocketPacket};
 use crate::domain::{ConnectionId, LogId};
 use crate::hub::{CloseReason, ConnectionHandle, SharedFrame};
 use crate::state::AppState;
 use crate::ws::connection::{Companion, Connection, ConnectionTask};
 use crate::ws::handshake::UpgradeRequest;
-use crate::ws::session::Session;
 use crate::ws::socket::{Socket, Written};
 
 /// Where a session is in its life.
@@ -139,7 +138,7 @@ fn cors(headers: &HeaderMap, response: &mut Response) {
 /// The session `sid`, if it exists and was opened from `remote`'s address: a session id
 /// is a bearer credential for its connection, so it is bound to that address.
 fn find(state: &AppState, sid: &str, remote: SocketAddr) -> Option<Arc<PollingSession>> {
-    let session = state.polling.by_sid.get(sid).map(|s| s.clone())?;
+    let session = state.socketio.polling.by_sid.get(sid).map(|s| s.clone())?;
     (session.remote.ip() == remote.ip()).then_some(session)
 }
 
@@ -168,7 +167,7 @@ fn handshake(state: &AppState, remote: SocketAddr, query_token: Option<String>) 
         polling: AtomicBool::new(false),
         changed: Notify::new(),
     });
-    state.polling.by_sid.insert(sid.clone(), session.clone());
+    state.socketio.polling.by_sid.insert(sid.clone(), session.clone());
     let tracked = state.tasks.token();
     let watcher_state = state.clone();
     tokio::spawn(async move {
@@ -241,8 +240,8 @@ fn encode_batch(
         }
         out.push_str(packet);
     };
-    if ping {
-        push("2");
+    if ping && let Some(text) = conn.wire_ping() {
+        push(text.as_str());
     }
     let now = std::time::Instant::now();
     let mut events = 0u64;
@@ -308,20 +307,18 @@ async fn connect(
         },
         _ => return close(session, CloseReason::ProtocolError),
     };
-    let token = auth_token(auth.as_ref()).or_else(|| session.query_token.clone());
-    let (identity, admission) = match admit(state, session.remote, &nsp, token.as_deref()) {
-        Ok(admitted) => admitted,
+    let tracked = state.tasks.token();
+    let opened =
+        open_session(state, session.remote, &nsp, auth.as_ref(), session.query_token.as_deref(), tracked).await;
+    let (conn, fresh) = match opened {
+        Ok(opened) => opened,
         Err(refusal) => {
             session.early.lock().push(refusal.packet(&nsp));
             session.changed.notify_waiters();
             return;
         }
     };
-    let conn = register(state, session.remote, &nsp, &identity);
-    let _ = session.conn.set(conn.clone());
-    let tracked = state.tasks.token();
-    let mut fresh = Box::new(Companion { session: Session::new(state.clone(), conn, identity), admission, tracked });
-    fresh.session.subscribe_automatic().await;
+    let _ = session.conn.set(conn);
     *companion = Some(fresh);
     session.changed.notify_waiters();
 }
@@ -363,7 +360,7 @@ async fn watch(state: &AppState, session: &Arc<PollingSession>) {
     if session.stage() != UPGRADED {
         session.set_stage(CLOSED);
     }
-    state.polling.by_sid.remove(&session.sid);
+    state.socketio.polling.by_sid.remove(&session.sid);
 }
 
 async fn teardown(state: &AppState, session: &PollingSession, conn: &Arc<ConnectionHandle>) {
@@ -385,6 +382,7 @@ async fn teardown(state: &AppState, session: &PollingSession, conn: &Arc<Connect
     state.metrics.connection_duration.record(lived.as_secs_f64());
     tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), transport = "polling", "disconnected");
     drop(companion);
+    super::recovery::save_on_close(state, conn).await;
 }
 
 /// `GET /socket.io/?transport=websocket&sid=…`: a polling session moves to a WebSocket.
@@ -410,7 +408,7 @@ pub async fn upgrade(state: AppState, remote: SocketAddr, sid: &str, upgrade: Up
         let companion = session.companion.lock().await.take()?;
         let conn = session.conn.get()?.clone();
         session.set_stage(UPGRADED);
-        state.polling.by_sid.remove(&session.sid);
+        state.socketio.polling.by_sid.remove(&session.sid);
         Some(Connection::new(socket, conn, state, companion))
     };
     tokio::spawn(ConnectionTask::new(start));

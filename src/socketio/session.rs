@@ -17,7 +17,12 @@ use crate::ws::session::Session;
 pub async fn on_engine_text(session: &mut Session, text: &str) {
     match parse_engine(text) {
         // Heard already (any frame counts); a client never needs an answer to these here.
-        Ok(EnginePacket::Pong { .. } | EnginePacket::Ping { .. } | EnginePacket::Noop | EnginePacket::Upgrade) => {}
+        Ok(EnginePacket::Pong { .. }) => {
+            if let Wire::SocketIo(wire) = session.conn().wire() {
+                wire.pong_received();
+            }
+        }
+        Ok(EnginePacket::Ping { .. } | EnginePacket::Noop | EnginePacket::Upgrade) => {}
         Ok(EnginePacket::Close) => session.conn().close(CloseReason::ClientGone),
         Ok(EnginePacket::Message(packet)) => on_socket_packet(session, packet).await,
         Err(e) => session.refuse_input(ErrorCode::Validation, &e.to_string()),
@@ -49,7 +54,11 @@ async fn on_socket_packet(session: &mut Session, text: &str) {
             session.on_text(&request).await;
             wire.expect_ack(None);
         }
-        Ok(SocketPacket::Disconnect { nsp }) if nsp == &*wire.nsp => conn.close(CloseReason::ClientGone),
+        Ok(SocketPacket::Disconnect { nsp }) if nsp == &*wire.nsp => {
+            // socket.disconnect(): the client is done; its session is not kept.
+            wire.mark_left();
+            conn.close(CloseReason::ClientGone);
+        }
         // The server never asks for acks; a late or stray one is ignored, as is leaving a
         // namespace the connection is not in.
         Ok(SocketPacket::Ack { .. } | SocketPacket::Disconnect { .. }) => {}

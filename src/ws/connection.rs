@@ -34,7 +34,7 @@ use super::close::{close_code, is_protocol_violation, peer_close_reason, read_er
 use super::session::Session;
 use super::socket::{Socket, Written};
 use crate::domain::LogId;
-use crate::hub::{Admission, CloseReason, ConnectionHandle, SharedFrame, Wire};
+use crate::hub::{Admission, CloseReason, ConnectionHandle, SharedFrame};
 use crate::state::AppState;
 
 /// What the connection holds for its whole life but rarely touches, in one allocation
@@ -226,6 +226,8 @@ impl Connection {
         let lived = conn.connected_at.elapsed().unwrap_or_default();
         state.metrics.connection_duration.record(lived.as_secs_f64());
         tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
+        // After the removal, so a recovered connection may take the same id at once.
+        crate::socketio::recovery::save_on_close(&state, &conn).await;
         // Last: the admission slot, then the token shutdown waits for.
         let Companion { session, admission, tracked } = *companion;
         drop(session);
@@ -417,9 +419,9 @@ impl Open {
 /// The heartbeat ping of the connection's protocol: a WebSocket ping, or Engine.IO's `2`
 /// (Socket.IO clients answer that one, not the WebSocket's).
 pub fn heartbeat_ping(conn: &ConnectionHandle) -> Message {
-    match conn.wire() {
-        Wire::Native => Message::Ping(Bytes::new()),
-        Wire::SocketIo(_) => Message::Text(Utf8Bytes::from_static("2")),
+    match conn.wire_ping() {
+        None => Message::Ping(Bytes::new()),
+        Some(text) => Message::Text(text),
     }
 }
 
