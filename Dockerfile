@@ -34,8 +34,8 @@ COPY build.rs ./
 COPY src ./src
 # COPY keeps the sources' modification times, which can be older than the placeholder's
 # build: touch the crate roots so cargo rebuilds the real crate. The release profile keeps
-# line tables for backtraces (about 120 of the binary's 150 MB); compressing them, not
-# stripping them, makes it about 57 MB and panics still name file:line.
+# line tables for backtraces (about 120 of the binary's 145 MB); compressing them, not
+# stripping them, makes it about 55 MB and panics still name file:line.
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked -p signalbox --bin signalbox \
  && mkdir -p /out/data \
