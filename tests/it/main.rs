@@ -30,4 +30,5 @@ mod servers;
 mod sink_http;
 mod sink_redis;
 mod sink_sqs;
+mod socketio;
 mod support;
