@@ -19,6 +19,7 @@ const DURATION_BUCKETS: &[f64] = &[1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 4.0 *
 /// sample (e.g. sink metrics on a server without sinks).
 const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     ("signalbox_connections", "gauge", "Open client connections."),
+    ("signalbox_socketio_connections", "gauge", "Open Socket.IO connections (also counted in signalbox_connections)."),
     ("signalbox_subscriptions", "gauge", "Topic subscriptions held by open connections."),
     ("signalbox_messages_received_total", "counter", "Client messages received."),
     ("signalbox_events_published_total", "counter", "Events published (HTTP API and clients)."),
@@ -121,6 +122,8 @@ pub struct Metrics {
 pub struct Handles {
     /// `signalbox_connections`.
     pub connections: Gauge,
+    /// `signalbox_socketio_connections`.
+    pub socketio_connections: Gauge,
     /// `signalbox_subscriptions`.
     pub subscriptions: Gauge,
     /// `signalbox_messages_received_total`.
@@ -201,7 +204,7 @@ impl Handles {
 
 /// Reasons an upgrade is refused (the label values of `signalbox_connections_refused_total`).
 pub const REFUSAL_REASONS: &[&str] =
-    &["unauthenticated", "origin", "capacity", "per_ip", "draining", "too_many_topics"];
+    &["unauthenticated", "origin", "capacity", "per_ip", "draining", "too_many_topics", "namespace"];
 
 impl Metrics {
     /// Creates a fresh registry with every metric registered at zero.
@@ -215,6 +218,7 @@ impl Metrics {
         };
         let handles = Handles {
             connections: recorder.register_gauge(&key("signalbox_connections"), &meta),
+            socketio_connections: recorder.register_gauge(&key("signalbox_socketio_connections"), &meta),
             subscriptions: recorder.register_gauge(&key("signalbox_subscriptions"), &meta),
             messages_received: counter("signalbox_messages_received_total"),
             events_published: counter("signalbox_events_published_total"),

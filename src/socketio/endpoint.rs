@@ -16,6 +16,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -154,7 +156,15 @@ fn websocket(state: AppState, remote: SocketAddr, query: EngineQuery, upgrade: U
         let deadline = state.config.http.handshake_timeout;
         let (nsp, auth) = match tokio::time::timeout(deadline, read_connect(&mut socket)).await {
             Ok(Some(connect)) => connect,
-            _ => return None,
+            _ => {
+                // Anything but a CONNECT first (or nothing in time): closed with a reason,
+                // not dropped.
+                let frame = CloseFrame { code: CloseCode::Policy, reason: "expected a Socket.IO CONNECT".into() };
+                let mut frame = Some(frame);
+                let closed = poll_fn(|cx| socket.poll_close(cx, frame.take()));
+                let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+                return None;
+            }
         };
         let opened = open_session(&state, remote, &nsp, auth.as_ref(), query.token.as_deref(), tracked).await;
         let (conn, companion) = match opened {
@@ -226,6 +236,7 @@ fn register(
         conn.close(CloseReason::Shutdown);
     }
     state.metrics.connections.increment(1.0);
+    state.metrics.socketio_connections.increment(1.0);
     tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), remote = %remote, protocol = "socketio", namespace = nsp, "connected");
     conn.send_encoded(connect.into());
     let established = json!({"data": {"connection_id": conn.id.as_str(), "user_id": conn.user.as_str()}}).to_string();

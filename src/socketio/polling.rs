@@ -280,7 +280,10 @@ async fn send(state: &AppState, session: &Arc<PollingSession>, body: Body) -> Re
         conn.heard();
     }
     for packet in payload.split(RECORD_SEPARATOR) {
-        if session.stage() != OPEN {
+        // While the upgrade is probed the client may still send over polling (it stops
+        // once it has the `3probe`, and a POST may already be on its way): handled. The
+        // switch itself waits for this POST to finish (it holds the companion).
+        if matches!(session.stage(), UPGRADED | CLOSED) {
             break;
         }
         match companion.as_mut() {
@@ -378,6 +381,7 @@ async fn teardown(state: &AppState, session: &PollingSession, conn: &Arc<Connect
     state.hub.detach(conn);
     state.hub.connections.remove(&conn.id);
     state.metrics.connections.decrement(1.0);
+    state.metrics.socketio_connections.decrement(1.0);
     let lived = conn.connected_at.elapsed().unwrap_or_default();
     state.metrics.connection_duration.record(lived.as_secs_f64());
     tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), transport = "polling", "disconnected");

@@ -223,6 +223,9 @@ impl Connection {
         state.hub.detach(&conn);
         state.hub.connections.remove(&conn.id);
         state.metrics.connections.decrement(1.0);
+        if matches!(conn.wire(), crate::hub::Wire::SocketIo(_)) {
+            state.metrics.socketio_connections.decrement(1.0);
+        }
         let lived = conn.connected_at.elapsed().unwrap_or_default();
         state.metrics.connection_duration.record(lived.as_secs_f64());
         tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");

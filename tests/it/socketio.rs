@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -797,4 +798,189 @@ async fn still_serving(gw: &TestGateway, token: &str, case: &str) {
     assert_eq!(data["user_id"], "u1", "after {case}");
     let ack = fresh.emit_ack(7, "subscribe", json!({"room": "project:2"})).await;
     assert_eq!(ack["status"], "success", "after {case}: {ack}");
+}
+
+// --- connection state recovery ----------------------------------------------------------
+
+/// Reconnects at once (the tests lose the network on purpose), WebSocket only.
+fn recovering_opts(token: &str) -> Value {
+    json!({"auth": {"token": token}, "transports": ["websocket"], "reconnectionDelay": 20, "reconnectionDelayMax": 50})
+}
+
+/// The next event `name` on `socket` with recovery on: the event object, and the offset
+/// argument appended after it.
+async fn recovered_event(io: &mut Driver, socket: &str, name: &str) -> (Value, String) {
+    let args = io.event(socket, name).await;
+    assert_eq!(args.len(), 2, "with recovery on, the offset follows the event: {args:?}");
+    let offset = args[1].as_str().unwrap_or_else(|| panic!("the offset argument is a string: {args:?}")).to_owned();
+    (args[0].clone(), offset)
+}
+
+/// Loses the network of `socket`, waits for its reconnection and returns its `connect`.
+async fn lose_network_and_reconnect(io: &mut Driver, socket: &str) -> Value {
+    io.send(json!({"cmd": "close_engine", "socket": socket})).await;
+    let gone = io.expect("the disconnect", |r| r["socket"] == socket && r["kind"] == "disconnect").await;
+    assert_eq!(gone["reason"], "forced close", "engine.close() is how the client sees a lost network: {gone}");
+    io.connected(socket).await
+}
+
+/// Publishes `(topic, n)` events, each `{type: "rec.event", n}`; returns their offsets.
+async fn publish_all(api: &Api, events: &[(&str, u64)]) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for (topic, n) in events {
+        offsets.push(api.publish(topic, json!({"type": "rec.event", "n": n})).await);
+    }
+    offsets
+}
+
+/// Receives `expected` `(topic, n)` events on `socket`, in order per topic, and then
+/// nothing more: a sentinel on another topic arrives with no event left over before it.
+async fn receive_exactly(io: &mut Driver, api: &Api, socket: &str, expected: &[(&str, u64)], sentinel_topic: &str) {
+    let mut got: Vec<(String, u64)> = Vec::new();
+    for _ in expected {
+        let (event, offset) = recovered_event(io, socket, "rec.event").await;
+        let topic = event["topic"].as_str().unwrap().to_owned();
+        assert_eq!(offset, format!("{}@{topic}", event["offset"]), "{event}");
+        got.push((topic, event["n"].as_u64().unwrap()));
+    }
+    for topic in expected.iter().map(|(t, _)| *t).collect::<std::collections::BTreeSet<_>>() {
+        let want: Vec<u64> = expected.iter().filter(|(t, _)| *t == topic).map(|(_, n)| *n).collect();
+        let have: Vec<u64> = got.iter().filter(|(t, _)| t == topic).map(|(_, n)| *n).collect();
+        assert_eq!(have, want, "{topic}: every event once, in order (got {got:?})");
+    }
+    api.publish(sentinel_topic, json!({"type": "rec.sentinel"})).await;
+    io.event(socket, "rec.sentinel").await;
+    let extra = io.pending(socket, "event");
+    assert!(extra.iter().all(|r| r["name"] != "rec.event"), "duplicates after the expected events: {extra:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_loses_its_network_recovers_every_missed_event_once() {
+    let gw = TestGateway::spawn_with(|c| c.socketio.recovery = Duration::from_secs(120)).await;
+    let api = gw.http();
+    let mut io = Driver::start().await;
+    let token = gw.token("u1", json!({"topics": ["job:*"]}));
+    io.connect("main", &io_url(&gw, "/ws"), recovering_opts(&token)).await;
+    let first = io.connected("main").await;
+    assert_eq!(first["recovered"], false, "{first}");
+    for topic in ["job:r1", "job:r2", "job:r3"] {
+        io.subscribe("main", topic).await;
+    }
+    let before = [("job:r1", 1), ("job:r2", 1), ("job:r1", 2)];
+    publish_all(&api, &before).await;
+    receive_exactly(&mut io, &api, "main", &before, "user:u1").await;
+
+    // Lost: the server notices the closed socket at once; these are published meanwhile.
+    io.send(json!({"cmd": "close_engine", "socket": "main"})).await;
+    io.expect("the disconnect", |r| r["socket"] == "main" && r["kind"] == "disconnect").await;
+    let missed = [("job:r2", 2), ("job:r1", 3), ("job:r3", 1), ("job:r2", 3)];
+    publish_all(&api, &missed).await;
+    let again = io.connected("main").await;
+    assert_eq!(again["recovered"], true, "{again}");
+    assert_eq!(again["id"], first["id"], "the socket id comes back too");
+    receive_exactly(&mut io, &api, "main", &missed, "user:u1").await;
+
+    // Its rooms are back: live events keep coming, and a second loss recovers as well.
+    let live = [("job:r3", 2)];
+    publish_all(&api, &live).await;
+    receive_exactly(&mut io, &api, "main", &live, "user:u1").await;
+    let again = lose_network_and_reconnect(&mut io, "main").await;
+    assert_eq!(again["recovered"], true, "{again}");
+    let after = [("job:r1", 4)];
+    publish_all(&api, &after).await;
+    receive_exactly(&mut io, &api, "main", &after, "user:u1").await;
+
+    // socket.disconnect() ends the session: connecting again starts over.
+    io.send(json!({"cmd": "disconnect", "socket": "main"})).await;
+    io.expect("the disconnect", |r| r["socket"] == "main" && r["kind"] == "disconnect").await;
+    io.send(json!({"cmd": "connect_again", "socket": "main"})).await;
+    let fresh = io.connected("main").await;
+    assert_eq!(fresh["recovered"], false, "{fresh}");
+}
+
+#[tokio::test]
+async fn without_recovery_configured_there_is_no_offset_and_no_recovery() {
+    let gw = TestGateway::spawn().await;
+    let api = gw.http();
+    let mut io = Driver::start().await;
+    let token = gw.token("u1", json!({"topics": ["job:*"]}));
+    io.connect("main", &io_url(&gw, "/ws"), recovering_opts(&token)).await;
+    io.connected("main").await;
+    io.subscribe("main", "job:n1").await;
+    let again = lose_network_and_reconnect(&mut io, "main").await;
+    assert_eq!(again["recovered"], false, "{again}");
+    // Not recovered: the room is gone, as in Socket.IO.
+    io.subscribe("main", "job:n1").await;
+    api.publish("job:n1", json!({"type": "rec.event", "n": 1})).await;
+    let args = io.event("main", "rec.event").await;
+    assert_eq!(args.len(), 1, "no offset argument without recovery: {args:?}");
+}
+
+/// A TCP forwarder standing in for a load balancer: new connections go to whichever
+/// backend is current.
+struct Balancer {
+    addr: std::net::SocketAddr,
+    backend: Arc<Mutex<std::net::SocketAddr>>,
+}
+
+impl Balancer {
+    async fn start(backend: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backend = Arc::new(Mutex::new(backend));
+        let current = backend.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = *current.lock().unwrap();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, backend }
+    }
+
+    fn switch_to(&self, backend: std::net::SocketAddr) {
+        *self.backend.lock().unwrap() = backend;
+    }
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_another_node_of_a_redis_cluster() {
+    let redis = crate::servers::redis::Redis::start();
+    let node = |url: String| {
+        TestGateway::spawn_with(move |c| {
+            c.broker = url;
+            c.socketio.recovery = Duration::from_secs(120);
+        })
+    };
+    let (a, b) = (node(redis.url()).await, node(redis.url()).await);
+    let balancer = Balancer::start(a.addr).await;
+    let (api_a, api_b) = (a.http(), b.http());
+    let mut io = Driver::start().await;
+    let token = a.token("u1", json!({"topics": ["job:*"]}));
+    io.connect("main", &format!("http://{}/ws", balancer.addr), recovering_opts(&token)).await;
+    let first = io.connected("main").await;
+    for topic in ["job:c1", "job:c2"] {
+        io.subscribe("main", topic).await;
+    }
+    let before = [("job:c1", 1), ("job:c2", 1)];
+    publish_all(&api_b, &before).await;
+    receive_exactly(&mut io, &api_a, "main", &before, "user:u1").await;
+
+    // Node A's client loses its network; the balancer sends the reconnection to node B.
+    balancer.switch_to(b.addr);
+    io.send(json!({"cmd": "close_engine", "socket": "main"})).await;
+    io.expect("the disconnect", |r| r["socket"] == "main" && r["kind"] == "disconnect").await;
+    let missed = [("job:c2", 2), ("job:c1", 2), ("job:c2", 3)];
+    publish_all(&api_a, &missed).await;
+    let again = io.connected("main").await;
+    assert_eq!(again["recovered"], true, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    receive_exactly(&mut io, &api_b, "main", &missed, "user:u1").await;
+    let (_, list) = api_b.get("/api/connections?user=u1").await;
+    assert_eq!(list["connections"][0]["protocol"], "socketio", "{list}");
+    assert_eq!(list["connections"][0]["connectionId"], first["id"], "{list}");
 }
