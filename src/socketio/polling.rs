@@ -62,6 +62,11 @@ impl PollingSessions {
     pub fn is_empty(&self) -> bool {
         self.by_sid.is_empty()
     }
+
+    /// Whether session `sid` has a poll waiting (`None`: no such session).
+    pub fn is_polling(&self, sid: &str) -> Option<bool> {
+        self.by_sid.get(sid).map(|s| s.polling.load(Ordering::Acquire))
+    }
 }
 
 /// One long-polling Engine.IO session.
@@ -185,9 +190,16 @@ async fn poll(state: &AppState, session: &Arc<PollingSession>) -> Response {
         close(session, CloseReason::ProtocolError);
         return EngineError::BadRequest.response(state, "overlapping polls");
     }
-    let body = take_or_wait(state, session).await;
-    session.polling.store(false, Ordering::Release);
-    text(body)
+    // Lowered however the poll ends: hyper drops this future when the client goes away
+    // mid-poll, and the next poll must not look like an overlapping one.
+    struct Polling<'a>(&'a AtomicBool);
+    impl Drop for Polling<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _polling = Polling(&session.polling);
+    text(take_or_wait(state, session).await)
 }
 
 async fn take_or_wait(state: &AppState, session: &Arc<PollingSession>) -> String {

@@ -984,3 +984,37 @@ async fn a_client_recovers_on_another_node_of_a_redis_cluster() {
     assert_eq!(list["connections"][0]["protocol"], "socketio", "{list}");
     assert_eq!(list["connections"][0]["connectionId"], first["id"], "{list}");
 }
+
+/// A polling client whose poll is cut off (a page reload, a proxy timeout) polls again on
+/// the same session: not an "overlapping poll" that would close it.
+#[tokio::test]
+async fn a_poll_cut_off_by_the_client_does_not_break_the_session() {
+    let gw = TestGateway::spawn().await;
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", gw.addr);
+    let http = reqwest::Client::new();
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let sid = serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"].as_str().unwrap().to_owned();
+    let session = format!("{base}&sid={sid}");
+    let connect = format!("40/ws,{}", json!({"token": gw.token("u1", json!({}))}));
+    assert_eq!(http.post(&session).body(connect).send().await.unwrap().status(), 200);
+    let first = http.get(&session).send().await.unwrap().text().await.unwrap();
+    assert!(first.starts_with("40/ws,{"), "{first}");
+    // Nothing queued: this poll waits, and the client gives up on it.
+    let cut = tokio::time::timeout(Duration::from_millis(300), http.get(&session).send()).await;
+    assert!(cut.is_err(), "the poll should have been waiting");
+    let polling = &gw.state.socketio.polling;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while polling.is_polling(&sid) != Some(false) {
+        assert!(tokio::time::Instant::now() < deadline, "the server never noticed the cut poll");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let again = tokio::spawn({
+        let (http, session) = (http.clone(), session.clone());
+        async move { http.get(&session).send().await.unwrap() }
+    });
+    let offset = gw.http().publish("user:u1", json!({"type": "after.cut"})).await;
+    let response = again.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("after.cut") && body.contains(&format!("\"offset\":{offset}")), "{body}");
+}
