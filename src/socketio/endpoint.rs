@@ -199,8 +199,8 @@ pub async fn open_session(
         (true, Some(pid)) => recovery::take(state, &identity, nsp, pid, field("offset")).await,
         _ => None,
     };
-    let pid = recovery_on.then(|| recovered.as_ref().map_or_else(recovery::new_pid, |r| r.pid.clone()));
     let id = recovered.as_ref().map_or_else(ConnectionId::generate, |r| ConnectionId::from_external(&r.connection_id));
+    let pid = recovery_on.then(|| recovered.as_ref().map_or_else(|| recovery::new_pid(&id), |r| r.pid.clone()));
     let conn = register(state, remote, nsp, &identity, id, pid);
     let session = Session::new(state.clone(), conn.clone(), identity);
     let mut companion = Box::new(Companion { session, admission, tracked });

@@ -366,8 +366,18 @@ async fn watch(state: &AppState, session: &Arc<PollingSession>) {
             (_, None) if tokio::time::Instant::now() >= connect_by || state.shutdown.is_cancelled() => break,
             _ => {}
         }
+        // A polling connection has no socket, so its socket waker is free for this: a
+        // close (the sweep, the API, a client back elsewhere) wakes the watcher at once.
+        let closed = poll_fn(|cx| match session.conn.get() {
+            Some(conn) if session.stage() == OPEN => {
+                conn.watch_socket(cx);
+                if conn.is_closing() { Poll::Ready(()) } else { Poll::Pending }
+            }
+            _ => Poll::Pending,
+        });
         tokio::select! {
             () = changed => {}
+            () = closed => {}
             () = tokio::time::sleep(tick) => {}
         }
     }
@@ -379,8 +389,11 @@ async fn watch(state: &AppState, session: &Arc<PollingSession>) {
 }
 
 async fn teardown(state: &AppState, session: &PollingSession, conn: &Arc<ConnectionHandle>) {
-    // Lets a waiting poll take the last frames (and the close packet) first.
-    let grace = state.config.websocket.close_timeout.min(Duration::from_secs(2));
+    super::recovery::closing(state, conn).await;
+    // Lets a waiting poll take the last frames (and the close packet) first; a client that
+    // is gone polls no more.
+    let gone = matches!(conn.close_reason(), CloseReason::ClientGone | CloseReason::HeartbeatTimeout);
+    let grace = if gone { Duration::ZERO } else { state.config.websocket.close_timeout.min(Duration::from_secs(2)) };
     let _ = tokio::time::timeout(grace, async {
         while conn.has_queued() && session.stage() == OPEN {
             session.changed.notified().await;

@@ -24,7 +24,7 @@ use crate::auth::Identity;
 use crate::broker::redis::RedisConn;
 use crate::broker::{ReadFrom, ReadRequest};
 use crate::codec::socketio::parse_recovery_offset;
-use crate::domain::{Epoch, LogId, Topic};
+use crate::domain::{ConnectionId, Epoch, LogId, Topic};
 use crate::hub::{CloseReason, ConnectionHandle, SubscribeOptions, Wire};
 use crate::state::AppState;
 
@@ -84,12 +84,18 @@ pub trait SessionStore: Send + Sync {
     async fn save(&self, pid: &str, session: &SavedSession, ttl: Duration) -> Result<(), String>;
     /// Takes (reads and deletes) the session `pid`, if it is still there.
     async fn take(&self, pid: &str) -> Result<Option<SavedSession>, String>;
+    /// Notes that the connection of `pid` is closing and its session will be saved
+    /// (for at most `ttl`), so a client back already waits for it instead of starting over.
+    async fn mark_closing(&self, pid: &str, ttl: Duration) -> Result<(), String>;
+    /// Whether `pid` was marked closing and its session is not saved yet.
+    async fn is_closing(&self, pid: &str) -> Result<bool, String>;
 }
 
 /// Sessions in this process (the memory broker: one node).
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: DashMap<String, (Instant, SavedSession)>,
+    closing: DashMap<String, Instant>,
 }
 
 #[async_trait]
@@ -100,11 +106,23 @@ impl SessionStore for MemoryStore {
         // worth of disconnects is ever held.
         self.sessions.retain(|_, (expires, _)| *expires > now);
         self.sessions.insert(pid.to_owned(), (now + ttl, session.clone()));
+        self.closing.remove(pid);
         Ok(())
     }
 
     async fn take(&self, pid: &str) -> Result<Option<SavedSession>, String> {
         Ok(self.sessions.remove(pid).and_then(|(_, (expires, s))| (expires > Instant::now()).then_some(s)))
+    }
+
+    async fn mark_closing(&self, pid: &str, ttl: Duration) -> Result<(), String> {
+        let now = Instant::now();
+        self.closing.retain(|_, expires| *expires > now);
+        self.closing.insert(pid.to_owned(), now + ttl);
+        Ok(())
+    }
+
+    async fn is_closing(&self, pid: &str) -> Result<bool, String> {
+        Ok(self.closing.get(pid).is_some_and(|expires| *expires > Instant::now()))
     }
 }
 
@@ -122,6 +140,10 @@ impl RedisStore {
     fn key(pid: &str) -> String {
         format!("sbr:{pid}")
     }
+
+    fn closing_key(pid: &str) -> String {
+        format!("sbr:{pid}:closing")
+    }
 }
 
 #[async_trait]
@@ -130,11 +152,16 @@ impl SessionStore for RedisStore {
         let json = serde_json::to_string(session).map_err(|e| e.to_string())?;
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
+        redis::pipe()
+            .cmd("SET")
             .arg(Self::key(pid))
             .arg(json)
             .arg("PX")
             .arg(millis)
+            .ignore()
+            .cmd("DEL")
+            .arg(Self::closing_key(pid))
+            .ignore()
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| e.to_string())
@@ -147,28 +174,68 @@ impl SessionStore for RedisStore {
             redis::cmd("GETDEL").arg(Self::key(pid)).query_async(&mut conn).await.map_err(|e| e.to_string())?;
         json.map(|j| serde_json::from_str(&j).map_err(|e| e.to_string())).transpose()
     }
-}
 
-/// The private session id of a new recoverable connection.
-pub fn new_pid() -> String {
-    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
-}
-
-/// Saves the session of `conn` (which is closing) if it can be recovered: recovery on,
-/// and the connection lost rather than ended on purpose.
-pub async fn save_on_close(state: &AppState, conn: &ConnectionHandle) {
-    let Wire::SocketIo(wire) = conn.wire() else { return };
-    let window = state.config.socketio.recovery;
-    let Some(pid) = wire.pid.as_deref() else { return };
-    if !wire.recovery || window.is_zero() || wire.left() {
-        return;
+    async fn mark_closing(&self, pid: &str, ttl: Duration) -> Result<(), String> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(Self::closing_key(pid))
+            .arg(1)
+            .arg("PX")
+            .arg(millis)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
     }
-    let recoverable = matches!(
+
+    async fn is_closing(&self, pid: &str) -> Result<bool, String> {
+        let mut conn = self.conn.clone();
+        redis::cmd("EXISTS").arg(Self::closing_key(pid)).query_async(&mut conn).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The private session id of a new recoverable connection `id`: 128 random bits (the
+/// secret), then the connection id, so a CONNECT that comes back before the old connection
+/// was seen to end can end it (see [`take`]).
+pub fn new_pid(id: &ConnectionId) -> String {
+    format!("{:016x}{:016x}.{}", rand::random::<u64>(), rand::random::<u64>(), id.as_str())
+}
+
+/// How long a CONNECT waits for the session of a connection it just ended to be saved.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// The pid of `conn` (which is closing) when its session is to be saved: recovery on, and
+/// the connection lost rather than ended on purpose.
+fn recoverable(state: &AppState, conn: &ConnectionHandle) -> Option<String> {
+    let Wire::SocketIo(wire) = conn.wire() else { return None };
+    let pid = wire.pid.clone()?;
+    let lost = matches!(
         conn.close_reason(),
         CloseReason::ClientGone | CloseReason::HeartbeatTimeout | CloseReason::Shutdown | CloseReason::SlowConsumer
     );
+    (lost && !state.config.socketio.recovery.is_zero() && !wire.left()).then_some(pid)
+}
+
+/// Called as a recoverable connection starts closing, before its last frames and close
+/// handshake (which may take up to `close_timeout`): a client already back elsewhere
+/// waits for the session instead of starting over.
+pub async fn closing(state: &AppState, conn: &ConnectionHandle) {
+    let Some(pid) = recoverable(state, conn) else { return };
+    let ttl = state.config.websocket.close_timeout + Duration::from_secs(5);
+    let store = state.socketio.sessions();
+    if let Ok(Err(e)) = tokio::time::timeout(STORE_TIMEOUT, store.mark_closing(&pid, ttl)).await {
+        tracing::debug!(connectionId = %conn.id, error = %e, "could not mark the socket.io session as closing");
+    }
+}
+
+/// Saves the session of `conn` (which has closed) if it can be recovered.
+pub async fn save_on_close(state: &AppState, conn: &ConnectionHandle) {
+    let Wire::SocketIo(wire) = conn.wire() else { return };
+    let window = state.config.socketio.recovery;
+    let Some(pid) = recoverable(state, conn) else { return };
+    let pid = pid.as_str();
     let log = wire.snapshot();
-    if !recoverable || log.overflowed {
+    if log.overflowed {
         return;
     }
     let session = SavedSession {
@@ -212,15 +279,9 @@ pub async fn take(
     pid: &str,
     offset: Option<&str>,
 ) -> Option<Recovered> {
-    let store = state.socketio.sessions();
-    let session = match tokio::time::timeout(STORE_TIMEOUT, store.take(pid)).await {
-        Ok(Ok(Some(session))) => session,
-        Ok(Ok(None)) => return None,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "socket.io session store failed; not recovering");
-            return None;
-        }
-        Err(_) => return None,
+    let session = match take_saved(state, pid).await? {
+        Some(session) => session,
+        None => take_over(state, identity, pid).await?,
     };
     if session.user != identity.user.as_str() || session.nsp != nsp {
         return None;
@@ -242,6 +303,54 @@ pub async fn take(
         topics.push((topic, Epoch::new(&epoch), offset));
     }
     Some(Recovered { pid: pid.to_owned(), connection_id: session.connection_id, topics })
+}
+
+/// The saved session `pid`; `None` inside when there is none, `None` outside when the
+/// store failed.
+async fn take_saved(state: &AppState, pid: &str) -> Option<Option<SavedSession>> {
+    match tokio::time::timeout(STORE_TIMEOUT, state.socketio.sessions().take(pid)).await {
+        Ok(Ok(found)) => Some(found),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "socket.io session store failed; not recovering");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// The client came back before its old connection was seen to end: a long-polling
+/// session whose client stopped polling, or a TCP connection that died silently, lives on
+/// until its heartbeat times out. The old connection (named in the pid, on any node) is
+/// ended as gone, which saves its session, and the session is then taken. Only a
+/// connection of the same user is ended; the pid's secret is checked by the take itself.
+async fn take_over(state: &AppState, identity: &Identity, pid: &str) -> Option<SavedSession> {
+    let (_, old) = pid.split_once('.')?;
+    let old = ConnectionId::from_external(old);
+    match state.directory.get(&old).await {
+        Ok(info) if info.user == identity.user => {
+            state.directory.close(&old, CloseReason::ClientGone).await.ok()?;
+        }
+        Ok(_) => return None,
+        // Already closing: its session is on its way if it is being saved, else it is
+        // long gone (a pid from before the window) and the client starts over at once.
+        Err(_) => {
+            let store = state.socketio.sessions();
+            if !tokio::time::timeout(STORE_TIMEOUT, store.is_closing(pid)).await.ok()?.ok()? {
+                return None;
+            }
+        }
+    }
+    let deadline = Instant::now() + TAKEOVER_WAIT;
+    loop {
+        if let Some(session) = take_saved(state, pid).await? {
+            return Some(session);
+        }
+        if Instant::now() >= deadline {
+            tracing::info!(connectionId = %old, "the replaced connection's session was not saved in time; not recovering");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Resubscribes a recovered connection: each topic from its position, replaying what the
@@ -298,5 +407,10 @@ mod tests {
         assert_eq!(store.take("p1").await.unwrap(), None, "taken once");
         store.save("p2", &session(), Duration::ZERO).await.unwrap();
         assert_eq!(store.take("p2").await.unwrap(), None, "expired");
+        store.mark_closing("p3", Duration::from_secs(60)).await.unwrap();
+        assert!(store.is_closing("p3").await.unwrap(), "a client back early waits for it");
+        store.save("p3", &session(), Duration::from_secs(60)).await.unwrap();
+        assert!(!store.is_closing("p3").await.unwrap(), "saved: no longer pending");
+        assert!(!store.is_closing("never").await.unwrap());
     }
 }

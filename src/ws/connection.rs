@@ -188,6 +188,7 @@ impl Connection {
         inner.ping = false;
         let close_timeout = inner.state.config.websocket.close_timeout;
         let reason = conn.close_reason();
+        crate::socketio::recovery::closing(&inner.state, &conn).await;
         match close_code(reason) {
             Some((code, text)) => {
                 if is_protocol_violation(reason) {

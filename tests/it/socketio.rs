@@ -921,6 +921,7 @@ async fn without_recovery_configured_there_is_no_offset_and_no_recovery() {
 struct Balancer {
     addr: std::net::SocketAddr,
     backend: Arc<Mutex<std::net::SocketAddr>>,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Balancer {
@@ -928,18 +929,28 @@ impl Balancer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let backend = Arc::new(Mutex::new(backend));
-        let current = backend.clone();
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let (current, tasks) = (backend.clone(), live.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let target = *current.lock().unwrap();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
+                tasks.lock().unwrap().push(task.abort_handle());
             }
         });
-        Self { addr, backend }
+        Self { addr, backend, live }
+    }
+
+    /// The network is lost: every connection through the balancer dies at once, with no
+    /// goodbye from the client.
+    fn cut(&self) {
+        for task in self.live.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
     fn switch_to(&self, backend: std::net::SocketAddr) {
@@ -1017,4 +1028,38 @@ async fn a_poll_cut_off_by_the_client_does_not_break_the_session() {
     assert_eq!(response.status(), 200);
     let body = response.text().await.unwrap();
     assert!(body.contains("after.cut") && body.contains(&format!("\"offset\":{offset}")), "{body}");
+}
+
+/// A long-polling client whose network dies silently leaves a session the server still
+/// thinks alive (polling has no socket to see close): the client's recovering CONNECT
+/// ends it, takes its session and gets everything it missed.
+#[tokio::test]
+async fn a_polling_client_whose_network_dies_silently_recovers() {
+    let gw = TestGateway::spawn_with(|c| c.socketio.recovery = Duration::from_secs(120)).await;
+    let api = gw.http();
+    let balancer = Balancer::start(gw.addr).await;
+    let mut io = Driver::start().await;
+    let token = gw.token("u1", json!({"topics": ["job:*"]}));
+    let opts = json!({"auth": {"token": token}, "transports": ["polling"], "reconnectionDelay": 20, "reconnectionDelayMax": 50});
+    io.connect("main", &format!("http://{}/ws", balancer.addr), opts).await;
+    let first = io.connected("main").await;
+    assert_eq!(first["transport"], "polling", "{first}");
+    io.subscribe("main", "job:p1").await;
+    let before = [("job:p1", 1)];
+    publish_all(&api, &before).await;
+    receive_exactly(&mut io, &api, "main", &before, "user:u1").await;
+
+    // The network goes down (new connections are refused, live ones die) and comes back.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    balancer.switch_to(nowhere);
+    balancer.cut();
+    let missed = [("job:p1", 2), ("job:p1", 3)];
+    publish_all(&api, &missed).await;
+    io.expect("the disconnect", |r| r["socket"] == "main" && r["kind"] == "disconnect").await;
+    balancer.switch_to(gw.addr);
+    let again = io.connected("main").await;
+    assert_eq!(again["recovered"], true, "{again}");
+    receive_exactly(&mut io, &api, "main", &missed, "user:u1").await;
+    let (_, list) = api.get("/api/connections?user=u1").await;
+    assert_eq!(list["connections"].as_array().map(Vec::len), Some(1), "the old session is gone: {list}");
 }
