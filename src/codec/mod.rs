@@ -8,6 +8,7 @@
 //! encodes once per publish and stores and hands on the shared bytes, the hub queues them.
 //! It must never know about connections, topics' subscribers or brokers, and never do I/O.
 
+pub mod reply;
 pub mod socketio;
 
 use serde_json::Value;

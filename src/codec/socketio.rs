@@ -304,7 +304,23 @@ pub fn event_from_native(native: &str, nsp: &str, offset: Option<&str>) -> Strin
     event(nsp, &frame_type(native), native, offset)
 }
 
-/// A native reply to one connection: the ack of its pending request when it answers one
+/// A reply to one connection: the ack of its pending request (`ack`), whose argument is
+/// the reply's object with `status` (`success`, or `error`), or, without an ack, the emit
+/// named after its `type` with the native frame (with `requestId`) as the argument.
+pub fn reply(nsp: &str, ack_id: Option<u64>, reply: &crate::codec::reply::Reply, request_id: Option<&str>) -> String {
+    match ack_id {
+        Some(id) => {
+            let mut object = reply.object();
+            let status = if matches!(reply, crate::codec::reply::Reply::Error { .. }) { "error" } else { "success" };
+            object.insert("status".into(), Value::from(status));
+            ack(nsp, id, &Value::Object(object).to_string())
+        }
+        None => event(nsp, reply.kind(), &reply.native(request_id), None),
+    }
+}
+
+/// A native reply that reached the connection as text (from the sinks, possibly through
+/// another node): the ack of its pending request when it answers one
 /// (`ack` is `Some` and its type is a reply's), else an emit. The ack's argument is the
 /// native object with `status` (`success`, or `error` for an error) and without
 /// `requestId`. Returns the packet and whether the ack was used.
@@ -439,6 +455,21 @@ mod tests {
         assert!(!used && packet.starts_with("42[\"error\","), "{packet}");
         let (packet, used) = reply_from_native(delivery, "/ws", Some(2));
         assert!(!used && packet.starts_with("42/ws,[\"progress\""), "an event is never an ack: {packet}");
+    }
+
+    #[test]
+    fn typed_replies_are_acks_or_emits() {
+        use crate::codec::reply::Reply;
+        use crate::domain::ErrorCode;
+        let error = Reply::Error { code: ErrorCode::Authorization, message: "no".into() };
+        let packet = reply("/ws", Some(3), &error, Some("r1"));
+        let arg: Value =
+            serde_json::from_str(packet.strip_prefix("43/ws,3[").unwrap().strip_suffix(']').unwrap()).unwrap();
+        assert_eq!(arg, json!({"type": "error", "status": "error", "code": "AUTHORIZATION_ERROR", "message": "no"}));
+        let packet = reply("/ws", None, &error, Some("r1"));
+        assert!(packet.starts_with("42/ws,[\"error\",{") && packet.contains("\"requestId\":\"r1\""), "{packet}");
+        let packet = reply("/", Some(0), &Reply::Pong, None);
+        assert_eq!(packet, "430[{\"status\":\"success\",\"type\":\"pong\"}]");
     }
 
     proptest! {

@@ -24,6 +24,7 @@ use std::time::{Instant, SystemTime};
 use futures_util::task::{ArcWake, AtomicWaker, WakerRef, waker_ref};
 use parking_lot::Mutex;
 
+use crate::codec::reply::Reply;
 use crate::codec::{FrameText, socketio};
 use crate::domain::{ConnectionId, LogId, Topic, UserId};
 use crate::metrics::Metrics;
@@ -257,6 +258,12 @@ impl SocketIoWire {
         self.pending_ack.store(id.map_or(0, |id| id.saturating_add(1)), Ordering::Release);
     }
 
+    /// A typed reply: the pending request's ack, or an emit when there is none.
+    fn typed_reply(&self, reply: &Reply, request_id: Option<&str>) -> FrameText {
+        let pending = self.pending_ack.swap(0, Ordering::AcqRel);
+        FrameText::from(socketio::reply(&self.nsp, pending.checked_sub(1), reply, request_id))
+    }
+
     fn reply(&self, native: &str) -> FrameText {
         let pending = self.pending_ack.load(Ordering::Acquire);
         let ack = pending.checked_sub(1);
@@ -384,6 +391,16 @@ impl ConnectionHandle {
         let frame = match &self.wire {
             Wire::Native => OutboundFrame::new(text, None),
             Wire::SocketIo(wire) => Self::encoded(wire.reply(text.as_str())),
+        };
+        self.send_shared(&Arc::new(frame))
+    }
+
+    /// Queues the reply to this connection's request, encoded for its wire: the native
+    /// frame, or the Socket.IO ack of the request (an emit when it asked for none).
+    pub fn send_reply(&self, reply: &Reply, request_id: Option<&str>) -> bool {
+        let frame = match &self.wire {
+            Wire::Native => OutboundFrame::new(FrameText::from(reply.native(request_id)), None),
+            Wire::SocketIo(wire) => Self::encoded(wire.typed_reply(reply, request_id)),
         };
         self.send_shared(&Arc::new(frame))
     }

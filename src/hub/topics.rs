@@ -45,9 +45,9 @@ pub enum SubscribeError {
     Broker(#[from] BrokerError),
 }
 
-/// Builds the frame that answers a subscribe (e.g. `subscribed`), queued at the switch to
-/// live delivery.
-pub type SubscribeReply<'a> = &'a (dyn Fn(&Subscribed) -> FrameText + Sync);
+/// Queues the answer to a subscribe (e.g. `subscribed`, encoded for the connection's wire),
+/// called at the switch to live delivery, before any replayed or live event.
+pub type SubscribeReply<'a> = &'a (dyn Fn(&ConnectionHandle, &Subscribed) + Sync);
 
 /// What a subscribe asks for beyond the topic.
 #[derive(Debug, Default, Clone)]
@@ -217,7 +217,7 @@ impl TopicRegistry {
         let subscribed = Subscribed { position: read.position.clone(), recovered: read.recovered };
         conn.on_subscribed(topic, read.position.epoch.as_str(), read.position.offset);
         if let Some(reply) = reply {
-            conn.send(reply(&subscribed));
+            reply(conn, &subscribed);
         }
         let filter = options.filter;
         let passes = |frame: &FrameText| filter.as_deref().is_none_or(|f| stored_frame_passes(f, frame));
@@ -265,7 +265,7 @@ impl TopicRegistry {
             sub.filter = options.filter;
         }
         if let Some(reply) = reply {
-            conn.send(reply(&subscribed));
+            reply(conn, &subscribed);
         }
         drop(inner);
         Ok(subscribed)
@@ -470,8 +470,9 @@ mod tests {
         let task = {
             let (registry, broker, conn, topic) = (registry.clone(), broker.clone(), conn.clone(), topic.clone());
             tokio::spawn(async move {
-                let reply =
-                    |s: &Subscribed| FrameText::from(format!("subscribed {} {}", s.position.offset, s.recovered));
+                let reply = |c: &ConnectionHandle, s: &Subscribed| {
+                    c.send(FrameText::from(format!("subscribed {} {}", s.position.offset, s.recovered)));
+                };
                 registry.subscribe(broker.as_ref(), &conn, &topic, options, Some(&reply)).await.map(|_| ())
             })
         };

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::domain::{BUILT_IN_ACTIONS, ErrorCode, Event, Filter, Topic, now_rfc3339};
+use crate::domain::{BUILT_IN_ACTIONS, ErrorCode, Event, Filter, Topic};
 
 /// A parsed client message.
 #[derive(Debug, Clone, PartialEq)]
@@ -269,82 +269,66 @@ fn parse_since(v: &Value) -> Result<Since, String> {
     Ok(Since { offset, epoch })
 }
 
-/// Server → client frames.
+/// Server → client frames in the native encoding ([`Reply::native`]), for the callers
+/// that build one frame directly (tests, and paths that carry text across nodes).
 pub mod frames {
     use super::*;
-    use crate::domain::StreamPosition;
-    use crate::hub::Presence;
-
-    fn with_request_id(mut v: Value, request_id: Option<&str>) -> String {
-        if let (Some(id), Value::Object(map)) = (request_id, &mut v) {
-            map.insert("requestId".into(), Value::from(id));
-        }
-        v.to_string()
-    }
+    use crate::codec::reply::Reply;
+    use crate::domain::{Presence, StreamPosition};
 
     /// `connected`, the first frame on every connection.
     pub fn connected(connection_id: &str, user_id: &str) -> String {
-        json!({"type": "connected", "connectionId": connection_id, "userId": user_id, "timestamp": now_rfc3339()})
-            .to_string()
+        Reply::Connected { connection_id: connection_id.into(), user_id: user_id.into() }.native(None)
     }
 
     /// `subscribed`.
     pub fn subscribed(topic: &Topic, position: &StreamPosition, recovered: bool, request_id: Option<&str>) -> String {
-        with_request_id(
-            json!({"type": "subscribed", "topic": topic, "offset": position.offset, "epoch": position.epoch.as_str(), "recovered": recovered}),
-            request_id,
-        )
+        Reply::Subscribed { topic: topic.clone(), position: position.clone(), recovered }.native(request_id)
     }
 
     /// `unsubscribed`.
     pub fn unsubscribed(topic: &Topic, request_id: Option<&str>) -> String {
-        with_request_id(json!({"type": "unsubscribed", "topic": topic}), request_id)
+        Reply::Unsubscribed { topic: topic.clone() }.native(request_id)
     }
 
     /// `published`.
     pub fn published(topic: &Topic, offset: u64, request_id: Option<&str>) -> String {
-        with_request_id(json!({"type": "published", "topic": topic, "offset": offset}), request_id)
+        Reply::Published { topic: topic.clone(), offset }.native(request_id)
     }
 
     /// `accepted`: a routed message is durably held (SPEC §7).
     pub fn accepted(message_id: &str, request_id: Option<&str>) -> String {
-        with_request_id(json!({"type": "accepted", "messageId": message_id}), request_id)
+        Reply::Accepted { message_id: message_id.into() }.native(request_id)
     }
 
     /// `status`: the topic's retained state (a delivered event, or null) and position.
     pub fn status(topic: &Topic, state: Value, position: &StreamPosition, request_id: Option<&str>) -> String {
-        with_request_id(
-            json!({"type": "status", "topic": topic, "state": state, "offset": position.offset, "epoch": position.epoch.as_str()}),
-            request_id,
-        )
+        Reply::Status { topic: topic.clone(), state, position: position.clone() }.native(request_id)
     }
 
     /// `presence`: the distinct users and the number of connections subscribed to `topic`.
     pub fn presence(topic: &Topic, presence: &Presence, request_id: Option<&str>) -> String {
-        with_request_id(
-            json!({"type": "presence", "topic": topic, "users": presence.users, "connections": presence.connections}),
-            request_id,
-        )
+        Reply::Presence { topic: topic.clone(), presence: presence.clone() }.native(request_id)
     }
 
     /// `pong`.
     pub fn pong(request_id: Option<&str>) -> String {
-        with_request_id(json!({"type": "pong"}), request_id)
+        Reply::Pong.native(request_id)
     }
 
     /// `subscriptions`.
     pub fn subscriptions(topics: &[Topic], request_id: Option<&str>) -> String {
-        with_request_id(json!({"type": "subscriptions", "topics": topics}), request_id)
+        Reply::Subscriptions { topics: topics.to_vec() }.native(request_id)
     }
 
     /// `refreshed`.
     pub fn refreshed(expires_at: &str, request_id: Option<&str>) -> String {
-        with_request_id(json!({"type": "refreshed", "expiresAt": expires_at}), request_id)
+        Reply::Refreshed { expires_at: expires_at.into() }.native(request_id)
     }
 
     /// `error`.
     pub fn error(code: ErrorCode, message: &str, request_id: Option<&str>) -> String {
-        with_request_id(json!({"type": "error", "code": code.as_str(), "message": message}), request_id)
+        Reply::Error { code, message: message.into() }.native(request_id)
     }
 }
 
@@ -353,6 +337,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use serde_json::json;
 
     fn action(text: &str) -> ClientAction {
         parse_client_frame(text).unwrap().action

@@ -12,11 +12,10 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::protocol::{
-    ClientAction, ClientRequest, Since, SubscriptionFilter, frames, parse_client_frame, peek_request_id,
-};
+use super::protocol::{ClientAction, ClientRequest, Since, SubscriptionFilter, parse_client_frame, peek_request_id};
 use crate::auth::{AuthError, Identity};
 use crate::broker::ReadRequest;
+use crate::codec::reply::Reply;
 use crate::domain::{Epoch, ErrorCode, Event, LogId, Topic, unix_millis};
 use crate::hub::{CloseReason, ConnectionHandle, SubscribeError, SubscribeOptions, Wire};
 use crate::sinks::{MessageId, RoutedMessage};
@@ -144,13 +143,13 @@ impl Session {
             ClientAction::Subscribe { topic, since, filter } => self.subscribe(topic, since, filter, rid).await,
             ClientAction::Unsubscribe { topic } => {
                 self.state.hub.unsubscribe(&self.conn, &topic);
-                self.reply(frames::unsubscribed(&topic, rid));
+                self.reply(Reply::Unsubscribed { topic }, rid);
             }
             ClientAction::Publish { topic, event, retain } => self.publish(topic, event, retain, rid).await,
             ClientAction::RequestStatus { topic } => self.request_status(topic, rid).await,
             ClientAction::Presence { topic } => self.presence(topic, rid).await,
-            ClientAction::Ping => self.reply(frames::pong(rid)),
-            ClientAction::Subscriptions => self.reply(frames::subscriptions(&self.conn.topics(), rid)),
+            ClientAction::Ping => self.reply(Reply::Pong, rid),
+            ClientAction::Subscriptions => self.reply(Reply::Subscriptions { topics: self.conn.topics() }, rid),
             ClientAction::Refresh { token } => self.refresh(&token, rid),
             ClientAction::Routed { action, message } => self.route(action, &message, text, rid).await,
         }
@@ -170,7 +169,11 @@ impl Session {
             since: since.map(|s| (s.offset, Epoch::new(&s.epoch))),
             filter: filter.map(|f| f.filter),
         };
-        let reply = |s: &crate::hub::Subscribed| frames::subscribed(&topic, &s.position, s.recovered, rid).into();
+        let reply = |conn: &ConnectionHandle, s: &crate::hub::Subscribed| {
+            let subscribed =
+                Reply::Subscribed { topic: topic.clone(), position: s.position.clone(), recovered: s.recovered };
+            conn.send_reply(&subscribed, rid);
+        };
         match self.state.hub.subscribe(&self.conn, &topic, options, Some(&reply)).await {
             Ok(_) => {}
             Err(SubscribeError::TooMany(max)) => self.error(
@@ -188,7 +191,9 @@ impl Session {
         }
         let request = ReadRequest { retained: true, ..ReadRequest::default() };
         match self.state.hub.read(&topic, request).await {
-            Ok(read) => self.reply(frames::status(&topic, read.retained_json(), &read.position, rid)),
+            Ok(read) => {
+                self.reply(Reply::Status { state: read.retained_json(), position: read.position, topic }, rid);
+            }
             Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
         }
     }
@@ -198,7 +203,7 @@ impl Session {
             return self.error(ErrorCode::Authorization, &format!("not allowed to see who is in {topic}"), rid);
         }
         match self.state.hub.presence(&topic).await {
-            Ok(presence) => self.reply(frames::presence(&topic, &presence, rid)),
+            Ok(presence) => self.reply(Reply::Presence { topic, presence }, rid),
             Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
         }
     }
@@ -208,7 +213,7 @@ impl Session {
             return self.error(ErrorCode::Authorization, &format!("clients may not publish to {topic}"), rid);
         }
         match self.state.hub.publish(&topic, event, retain).await {
-            Ok(position) => self.reply(frames::published(&topic, position.offset, rid)),
+            Ok(position) => self.reply(Reply::Published { topic, offset: position.offset }, rid),
             Err(e) => self.error(ErrorCode::BrokerUnavailable, &e.to_string(), rid),
         }
     }
@@ -256,17 +261,17 @@ impl Session {
         };
         self.identity = refreshed;
         self.conn.set_expiry(self.identity.expires_at);
-        self.reply(frames::refreshed(&expires_at, rid));
+        self.reply(Reply::Refreshed { expires_at }, rid);
     }
 
-    fn reply(&self, text: String) {
-        self.conn.send(text.into());
+    fn reply(&self, reply: Reply, rid: Option<&str>) {
+        self.conn.send_reply(&reply, rid);
     }
 
     fn error(&self, code: ErrorCode, message: &str, rid: Option<&str>) {
         self.state.metrics.error(code);
         tracing::debug!(connectionId = %self.conn.id, userId = %LogId(self.conn.user.as_str()), requestId = rid.map(|r| tracing::field::display(LogId(r))), code = code.as_str(), message, "client error");
-        self.reply(frames::error(code, message, rid));
+        self.reply(Reply::Error { code, message: message.to_owned() }, rid);
     }
 }
 
