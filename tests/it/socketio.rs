@@ -1063,3 +1063,60 @@ async fn a_polling_client_whose_network_dies_silently_recovers() {
     let (_, list) = api.get("/api/connections?user=u1").await;
     assert_eq!(list["connections"].as_array().map(Vec::len), Some(1), "the old session is gone: {list}");
 }
+
+/// Engine.IO requests that no client should send: an unknown or foreign session id, an
+/// oversized polling body, another protocol version or transport. Each gets Engine.IO's
+/// error answer; the server goes on serving.
+#[tokio::test]
+async fn bad_engine_requests_get_engine_errors_and_the_server_is_unaffected() {
+    let gw = TestGateway::spawn_with(|c| c.limits.max_message_size = 1024).await;
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", gw.addr);
+    let http = reqwest::Client::new();
+    let handshake = |http: reqwest::Client| {
+        let base = base.clone();
+        async move {
+            let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+            serde_json::from_str::<Value>(&open[1..]).unwrap()["sid"].as_str().unwrap().to_owned()
+        }
+    };
+    let engine_error = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, body["code"].as_u64())
+    };
+
+    let sid = handshake(http.clone()).await;
+    let unknown = http.get(format!("{base}&sid=eio_0_nope")).send().await.unwrap();
+    assert_eq!(engine_error(unknown).await, (400, Some(1)), "unknown sid");
+    // The same session id from another loopback address is not that session.
+    let elsewhere =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let foreign = elsewhere.get(format!("{base}&sid={sid}")).send().await.unwrap();
+    assert_eq!(engine_error(foreign).await, (400, Some(1)), "a sid used from another address");
+    let foreign_post = elsewhere.post(format!("{base}&sid={sid}")).body("40/ws,{}").send().await.unwrap();
+    assert_eq!(engine_error(foreign_post).await, (400, Some(1)));
+
+    // More than the announced maxPayload allows (twice max_message_size): 413, and the
+    // session is over.
+    let huge = format!("42/ws,[\"x\",\"{}\"]", "a".repeat(4096));
+    let response = http.post(format!("{base}&sid={sid}")).body(huge).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let after = http.get(format!("{base}&sid={sid}")).send().await.unwrap();
+    let status = after.status().as_u16();
+    let body = after.text().await.unwrap();
+    assert!(status == 400 || body == "1", "the session ended: {status} {body}");
+
+    let old = http.get(format!("http://{}/socket.io/?EIO=3&transport=polling", gw.addr)).send().await.unwrap();
+    assert_eq!(engine_error(old).await, (400, Some(5)), "Engine.IO 3");
+    let bogus = http.get(format!("http://{}/socket.io/?EIO=4&transport=carrier-pigeon", gw.addr)).send().await.unwrap();
+    assert_eq!(engine_error(bogus).await, (400, Some(0)), "unknown transport");
+    let put = http.put(format!("{base}&sid={sid}")).send().await.unwrap();
+    assert_eq!(engine_error(put).await.0, 400, "polling takes GET and POST");
+
+    // Unaffected: a new session connects and gets its CONNECT answer.
+    let sid = handshake(http.clone()).await;
+    let connect = format!("40/ws,{}", json!({"token": gw.token("u1", json!({}))}));
+    assert_eq!(http.post(format!("{base}&sid={sid}")).body(connect).send().await.unwrap().status(), 200);
+    let first = http.get(format!("{base}&sid={sid}")).send().await.unwrap().text().await.unwrap();
+    assert!(first.starts_with("40/ws,{"), "{first}");
+}
