@@ -47,6 +47,9 @@ pub async fn check(config: &Config) -> Result<Vec<String>, crate::app::BuildErro
         let target = config.sinks.get(&sink.name).map(|c| format!(" -> {}", c.target())).unwrap_or_default();
         lines.push(format!("sink {} ({}){target}", sink.name, sink.kind));
     }
+    for (alias, action) in &config.actions {
+        lines.push(format!("action alias {alias:?} -> {action}"));
+    }
     for route in &config.routes {
         let when: Vec<String> = route.when.iter().map(|(k, v)| format!("{k} = {v}")).collect();
         let when = if when.is_empty() { String::new() } else { format!(" when {}", when.join(", ")) };

@@ -111,6 +111,9 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkConfig>,
     /// Client actions routed to sinks (`[[routes]]`), first match wins.
     pub routes: Vec<RouteConfig>,
+    /// Action aliases (`[actions] subscribeToDeals = "subscribe"`): a client action name
+    /// that behaves as a built-in action, for clients written against API Gateway route keys.
+    pub actions: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -134,6 +137,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             sinks: BTreeMap::new(),
             routes: Vec::new(),
+            actions: BTreeMap::new(),
         }
     }
 }

@@ -237,6 +237,8 @@ mod tests {
         action = "forward"
         when = { type = "dev" }
         sink = "dev-agents"
+        [actions]
+        subscribeToDeals = "subscribe"
     "#;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -89,6 +89,31 @@ impl Config {
             }
             sink.validate(name)?;
         }
+        for (alias, target) in &self.actions {
+            let setting = format!("actions.{alias}");
+            let built_in = crate::domain::BUILT_IN_ACTIONS;
+            if alias.is_empty() {
+                return Err(ConfigError::invalid(setting, "an alias must not be empty"));
+            }
+            if built_in.contains(&alias.as_str()) {
+                return Err(ConfigError::invalid(
+                    setting,
+                    format!("{alias:?} is a built-in action; an alias cannot shadow it"),
+                ));
+            }
+            if self.routes.iter().any(|r| r.action == *alias) {
+                return Err(ConfigError::invalid(
+                    setting,
+                    format!("{alias:?} is also a routed action ([[routes]]); a name is either an alias or routed"),
+                ));
+            }
+            if !built_in.contains(&target.as_str()) {
+                return Err(ConfigError::invalid(
+                    setting,
+                    format!("{target:?} is not a built-in action (one of {built_in:?})"),
+                ));
+            }
+        }
         for (i, route) in self.routes.iter().enumerate() {
             let setting = |key: &str| format!("routes[{i}].{key} (action {:?})", route.action);
             if route.action.is_empty() {
@@ -215,6 +240,23 @@ mod tests {
 
     fn named(config: &Config) -> String {
         config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn action_aliases_name_a_built_in_and_shadow_nothing() {
+        let with = |toml: &str| {
+            let mut config = Config::from_toml(toml).unwrap();
+            config.dev = true;
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(with("[actions]\nsubscribeToDeals = \"subscribe\"\nleaveDeals = \"unsubscribe\"").is_ok());
+        let err = with("[actions]\nsubscribe = \"unsubscribe\"").unwrap_err();
+        assert!(err.contains("actions.subscribe") && err.contains("shadow"), "{err}");
+        let err = with("[actions]\nsubscribeToDeals = \"frobnicate\"").unwrap_err();
+        assert!(err.contains("actions.subscribeToDeals") && err.contains("not a built-in"), "{err}");
+        let routed = "[actions]\nsendMessage = \"publish\"\n[[routes]]\naction = \"sendMessage\"\nsink = \"s\"\n[sinks.s]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"";
+        let err = with(routed).unwrap_err();
+        assert!(err.contains("actions.sendMessage") && err.contains("routed"), "{err}");
     }
 
     #[test]

@@ -109,6 +109,15 @@ pub struct FrameError {
 
 /// Parses one client text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
+    parse_client_frame_with(text, &std::collections::BTreeMap::new())
+}
+
+/// Parses one client text frame, reading an action named in `aliases` (`[actions]`) as the
+/// built-in action it stands for.
+pub fn parse_client_frame_with(
+    text: &str,
+    aliases: &std::collections::BTreeMap<String, String>,
+) -> Result<ClientRequest, FrameError> {
     let fail =
         |request_id: Option<String>, message: String| FrameError { request_id, code: ErrorCode::Validation, message };
     let value: Value = serde_json::from_str(text).map_err(|e| fail(None, describe_json_error(&e)))?;
@@ -125,6 +134,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientRequest, FrameError> {
         Some(_) => return Err(fail(request_id, "`action` must be a non-empty string".into())),
         None => return Err(fail(request_id, "missing field `action`".into())),
     };
+    let action = aliases.get(&action).cloned().unwrap_or(action);
     if !BUILT_IN_ACTIONS.contains(&action.as_str()) {
         // Routed: the whole message goes along as is (moved, not copied).
         return Ok(ClientRequest { request_id, action: ClientAction::Routed { action, message } });
@@ -338,6 +348,20 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn aliases_behave_as_their_built_in_action() {
+        let aliases = [("subscribeToDeals".to_owned(), "subscribe".to_owned())].into_iter().collect();
+        let request = parse_client_frame_with(
+            r#"{"action":"subscribeToDeals","data":{"topic":"deals:7"},"requestId":"r"}"#,
+            &aliases,
+        )
+        .unwrap();
+        assert!(matches!(&request.action, ClientAction::Subscribe { topic, .. } if topic.as_str() == "deals:7"));
+        assert_eq!(request.request_id.as_deref(), Some("r"));
+        let unaliased = parse_client_frame(r#"{"action":"subscribeToDeals","data":{"topic":"deals:7"}}"#).unwrap();
+        assert!(matches!(unaliased.action, ClientAction::Routed { .. }), "without the alias it is routed");
+    }
 
     fn action(text: &str) -> ClientAction {
         parse_client_frame(text).unwrap().action

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::protocol::{ClientAction, ClientRequest, Since, SubscriptionFilter, parse_client_frame, peek_request_id};
+use super::protocol::{
+    ClientAction, ClientRequest, Since, SubscriptionFilter, parse_client_frame_with, peek_request_id,
+};
 use crate::auth::{AuthError, Identity};
 use crate::broker::ReadRequest;
 use crate::codec::reply::Reply;
@@ -80,7 +82,7 @@ impl Session {
             self.error(ErrorCode::PayloadTooLarge, &message, peek_request_id(text).as_deref());
             return;
         }
-        match parse_client_frame(text) {
+        match parse_client_frame_with(text, &self.state.config.actions) {
             Ok(request) => self.handle(request, text).await,
             Err(e) => self.error(e.code, &e.message, e.request_id.as_deref()),
         }

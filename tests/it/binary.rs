@@ -146,7 +146,15 @@ fn check_config_describes_the_agents_example_and_names_a_bad_route() {
     assert_eq!(out.status.code(), Some(2), "a misspelt setting is an error: {stderr}");
     assert!(stderr.contains("SIGNALBOX_LIMITS__RATE_PER_SECONDS"), "{stderr}");
 
+    // Aliases are listed; one that shadows a built-in action is refused.
+    std::fs::write(&file, format!("{example}\n[actions]\nsubscribeToDeals = \"subscribe\"\n")).unwrap();
+    let out = signalbox().args(["check-config", "--dev", "--config"]).arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("action alias \"subscribeToDeals\" -> subscribe"), "{stdout}");
+
     let cases = [
+        ("[actions]\npublish = \"subscribe\"\n", "actions.publish"),
         ("[[routes]]\naction = \"forward\"\nsink = \"nowhere\"\n", "routes[0].sink"),
         (
             "[[routes]]\naction = \"subscribe\"\nsink = \"x\"\n[sinks.x]\nkind = \"http\"\nurl = \"http://127.0.0.1:1/\"\n",

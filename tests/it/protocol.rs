@@ -165,3 +165,29 @@ async fn malformed_and_wrong_input_gets_clear_errors_and_connection_survives() {
     assert_eq!(c.recv().await["code"], "VALIDATION_ERROR");
     assert_eq!(c.request(json!({"action": "ping"})).await["type"], "pong");
 }
+
+/// `[actions]` aliases (SPEC §9.3): a client written against API Gateway route keys sends
+/// `subscribeToDeals` with its parameters in `data`, and gets what `subscribe` gives.
+#[tokio::test]
+async fn an_action_alias_behaves_as_its_built_in_action() {
+    let gw = TestGateway::spawn_with(|c| {
+        c.dev = true;
+        c.actions.insert("subscribeToDeals".into(), "subscribe".into());
+        c.actions.insert("leaveDeals".into(), "unsubscribe".into());
+    })
+    .await;
+    let mut c = gw.connect_dev("").await;
+    let r = c.request(json!({"action": "subscribeToDeals", "data": {"topic": "deals:7"}, "requestId": "a1"})).await;
+    assert_eq!(
+        (&r["type"], &r["topic"], &r["requestId"]),
+        (&json!("subscribed"), &json!("deals:7"), &json!("a1")),
+        "{r}"
+    );
+    let offset = gw.http().publish("deals:7", json!({"type": "deal.updated"})).await;
+    let event = c.recv().await;
+    assert_eq!((&event["type"], event["offset"].as_u64()), (&json!("deal.updated"), Some(offset)), "{event}");
+    let r = c.request(json!({"action": "leaveDeals", "topic": "deals:7", "requestId": "a2"})).await;
+    assert_eq!(r["type"], "unsubscribed", "{r}");
+    let r = c.request(json!({"action": "notAnAlias", "requestId": "a3"})).await;
+    assert_eq!(r["code"], "UNKNOWN_ACTION", "other names are still routed (here: no route): {r}");
+}
