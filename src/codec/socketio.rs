@@ -309,14 +309,18 @@ pub fn event_from_native(native: &str, nsp: &str, offset: Option<&str>) -> Strin
 /// named after its `type` with the native frame (with `requestId`) as the argument.
 pub fn reply(nsp: &str, ack_id: Option<u64>, reply: &crate::codec::reply::Reply, request_id: Option<&str>) -> String {
     match ack_id {
-        Some(id) => {
-            let mut object = reply.object();
-            let status = if matches!(reply, crate::codec::reply::Reply::Error { .. }) { "error" } else { "success" };
-            object.insert("status".into(), Value::from(status));
-            ack(nsp, id, &Value::Object(object).to_string())
-        }
+        Some(id) => reply_ack(nsp, id, reply.object()),
         None => event(nsp, reply.kind(), &reply.native(request_id), None),
     }
+}
+
+/// The ack of a request: the reply's object (with `type`, without `requestId`) plus
+/// `status`, `error` for an error and `success` otherwise.
+fn reply_ack(nsp: &str, id: u64, mut object: serde_json::Map<String, Value>) -> String {
+    object.remove("requestId");
+    let status = if object.get("type").and_then(Value::as_str) == Some("error") { "error" } else { "success" };
+    object.insert("status".into(), Value::from(status));
+    ack(nsp, id, &Value::Object(object).to_string())
 }
 
 /// A native reply that reached the connection as text (from the sinks, possibly through
@@ -326,17 +330,14 @@ pub fn reply(nsp: &str, ack_id: Option<u64>, reply: &crate::codec::reply::Reply,
 /// `requestId`. Returns the packet and whether the ack was used.
 pub fn reply_from_native(native: &str, nsp: &str, ack_id: Option<u64>) -> (String, bool) {
     let Some(id) = ack_id else { return (event_from_native(native, nsp, None), false) };
-    let Ok(Value::Object(mut object)) = serde_json::from_str::<Value>(native) else {
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(native) else {
         return (event_from_native(native, nsp, None), false);
     };
     let kind = object.get("type").and_then(Value::as_str).unwrap_or_default();
     if !REPLY_TYPES.contains(&kind) {
         return (event_from_native(native, nsp, None), false);
     }
-    let status = if kind == "error" { "error" } else { "success" };
-    object.remove("requestId");
-    object.insert("status".into(), Value::from(status));
-    (ack(nsp, id, &Value::Object(object).to_string()), true)
+    (reply_ack(nsp, id, object), true)
 }
 
 /// The offset argument Socket.IO recovery appends to an event: `<offset>@<topic>`. The

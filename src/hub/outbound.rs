@@ -279,14 +279,18 @@ impl SocketIoWire {
     /// The Engine.IO message of a shared frame: the frame's cached packet when it was
     /// encoded for this namespace, else encoded now (and cached if it is the first).
     fn packet(&self, frame: &OutboundFrame) -> FrameText {
-        let key = SocketIoKey { nsp: self.nsp.clone(), recovery: self.recovery };
-        let offset = self
-            .recovery
-            .then(|| frame.origin.as_ref().map(|(t, o)| socketio::recovery_offset(t.as_str(), *o)))
-            .flatten();
-        let encode = || FrameText::from(socketio::event_from_native(frame.text.as_str(), &self.nsp, offset.as_deref()));
-        let (cached_key, packet) = frame.socketio.get_or_init(|| (key.clone(), encode()));
-        if *cached_key == key { packet.clone() } else { encode() }
+        // Everything but the cache hit is in `encode`: a delivery that finds the packet
+        // cached for its namespace only clones it (no allocation).
+        let encode = || {
+            let offset = match (&frame.origin, self.recovery) {
+                (Some((topic, offset)), true) => Some(socketio::recovery_offset(topic.as_str(), *offset)),
+                _ => None,
+            };
+            FrameText::from(socketio::event_from_native(frame.text.as_str(), &self.nsp, offset.as_deref()))
+        };
+        let (cached, packet) =
+            frame.socketio.get_or_init(|| (SocketIoKey { nsp: self.nsp.clone(), recovery: self.recovery }, encode()));
+        if cached.nsp == self.nsp && cached.recovery == self.recovery { packet.clone() } else { encode() }
     }
 }
 

@@ -322,7 +322,7 @@ async fn read_connect(socket: &mut Socket) -> Option<(String, Option<Value>)> {
 }
 
 /// Writes and flushes one text message; `false` if the socket failed.
-async fn write_now(socket: &mut Socket, text: String) -> bool {
+pub(super) async fn write_now(socket: &mut Socket, text: String) -> bool {
     let mut message = Some(Message::Text(text.into()));
     let written = poll_fn(|cx| match message.take() {
         Some(message) => std::task::Poll::Ready(socket.write(cx, message)),

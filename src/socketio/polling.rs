@@ -31,14 +31,14 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::endpoint::{EngineError, EngineQuery, max_payload, open_session, ping_ms, pong_ms};
+use super::endpoint::{EngineError, EngineQuery, max_payload, open_session, ping_ms, pong_ms, write_now};
 use crate::codec::socketio::{self, EnginePacket, RECORD_SEPARATOR, SocketPacket};
 use crate::domain::{ConnectionId, LogId};
 use crate::hub::{CloseReason, ConnectionHandle, SharedFrame};
 use crate::state::AppState;
 use crate::ws::connection::{Companion, Connection, ConnectionTask};
 use crate::ws::handshake::UpgradeRequest;
-use crate::ws::socket::{Socket, Written};
+use crate::ws::socket::Socket;
 
 /// Where a session is in its life.
 const OPEN: u8 = 0;
@@ -452,13 +452,7 @@ async fn probe(socket: &mut Socket, session: &PollingSession) -> bool {
         let Message::Text(text) = message else { continue };
         match socketio::parse_engine(text.as_str()) {
             Ok(EnginePacket::Ping { probe: true }) => {
-                let mut reply = Some(Message::Text("3probe".into()));
-                let written = poll_fn(|cx| match reply.take() {
-                    Some(m) => Poll::Ready(socket.write(cx, m)),
-                    None => Poll::Ready(Ok(Written::Done)),
-                })
-                .await;
-                if written.is_err() || poll_fn(|cx| socket.poll_flush(cx)).await.is_err() {
+                if !write_now(socket, "3probe".to_owned()).await {
                     return false;
                 }
                 session.set_stage(UPGRADING);
