@@ -1120,3 +1120,29 @@ async fn bad_engine_requests_get_engine_errors_and_the_server_is_unaffected() {
     let first = http.get(format!("{base}&sid={sid}")).send().await.unwrap().text().await.unwrap();
     assert!(first.starts_with("40/ws,{"), "{first}");
 }
+
+/// A recovering CONNECT whose pid names someone else's connection (ids are visible, e.g.
+/// in presence) must not end that connection nor take its session.
+#[tokio::test]
+async fn a_forged_pid_naming_another_users_connection_changes_nothing() {
+    let gw = TestGateway::spawn_with(|c| c.socketio.recovery = Duration::from_secs(120)).await;
+    let (mut victim, data) = Raw::joined(&gw, &gw.token("victim", json!({}))).await;
+    let victim_id = data["connection_id"].as_str().unwrap().to_owned();
+
+    let mut attacker = Raw::open(&gw).await;
+    let forged = format!("{}.{victim_id}", "0".repeat(32));
+    let auth = json!({"token": gw.token("attacker", json!({})), "pid": forged, "offset": "1@user:victim"});
+    attacker.send(format!("40/ws,{auth}")).await;
+    let reply = attacker.packet().await;
+    let answer: Value =
+        serde_json::from_str(reply.strip_prefix("40/ws,").unwrap_or_else(|| panic!("{reply}"))).unwrap();
+    assert_ne!(answer["pid"], json!(forged), "not recovered: {answer}");
+    assert_ne!(answer["sid"], json!(victim_id), "{answer}");
+
+    // The victim is still connected and still served.
+    let (_, list) = gw.http().get("/api/connections?user=victim").await;
+    assert_eq!(list["connections"][0]["connectionId"], json!(victim_id), "{list}");
+    gw.http().publish("user:victim", json!({"type": "still.here"})).await;
+    let packet = victim.packet().await;
+    assert!(packet.starts_with("42/ws,[\"still.here\","), "{packet}");
+}
