@@ -23,10 +23,13 @@
 //! listener/      accept loop, HTTP/1.1 until upgrade: handshake/idle timeouts, pending limits, file limit
 //! ws/            /ws: upgrade, per-connection reader/writer, protocol frames, close codes
 //! http_api/      /api/* backend API, /health, /ready, /metrics
+//! socketio/      /socket.io/: Engine.IO (polling, WebSocket, upgrade), namespaces, recovery
+//! apigw/         API Gateway compatibility: /@connections management API, $connect/$disconnect webhooks
 //! ```
 //!
 //! Data flow and invariants: see `ARCHITECTURE.md`.
 
+pub mod apigw;
 pub mod app;
 pub mod auth;
 pub mod broker;

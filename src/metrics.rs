@@ -49,6 +49,16 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     ("signalbox_errors_total", "counter", "Error frames and API errors sent, by code."),
     ("signalbox_connections_refused_total", "counter", "WebSocket upgrades refused, by reason."),
     (
+        "signalbox_apigw_requests_total",
+        "counter",
+        "API Gateway management API calls (/@connections), by outcome (ok, or the AWS error type).",
+    ),
+    (
+        "signalbox_apigw_webhook_failures_total",
+        "counter",
+        "Lifecycle webhook calls that failed (unreachable, timed out, $disconnect non-2xx), by event.",
+    ),
+    (
         "signalbox_ws_protocol_errors_total",
         "counter",
         "Connections closed because the client broke the WebSocket protocol, by close code.",
@@ -141,6 +151,8 @@ pub struct Handles {
     errors: Vec<(ErrorCode, Counter)>,
     ws_protocol_errors: Vec<(u16, Counter)>,
     refused: Vec<(&'static str, Counter)>,
+    apigw_requests: Vec<(&'static str, Counter)>,
+    apigw_webhook_failures: Vec<(&'static str, Counter)>,
     /// `signalbox_http_pending_connections`.
     pub pending_connections: Gauge,
     shed: Vec<(&'static str, Counter)>,
@@ -204,7 +216,38 @@ impl Handles {
 
 /// Reasons an upgrade is refused (the label values of `signalbox_connections_refused_total`).
 pub const REFUSAL_REASONS: &[&str] =
-    &["unauthenticated", "origin", "capacity", "per_ip", "draining", "too_many_topics", "namespace"];
+    &["unauthenticated", "origin", "capacity", "per_ip", "draining", "too_many_topics", "namespace", "connect_hook"];
+
+/// Outcomes of a `/@connections` call (the label values of `signalbox_apigw_requests_total`):
+/// `ok`, or the AWS error type answered.
+pub const APIGW_OUTCOMES: &[&str] = &[
+    "ok",
+    "GoneException",
+    "ForbiddenException",
+    "PayloadTooLargeException",
+    "LimitExceededException",
+    "BadRequestException",
+    "ServiceUnavailableException",
+];
+
+/// Lifecycle webhook events (the label values of `signalbox_apigw_webhook_failures_total`).
+pub const APIGW_WEBHOOK_EVENTS: &[&str] = &["connect", "disconnect"];
+
+impl Handles {
+    /// Counts one `/@connections` call; `outcome` is one of [`APIGW_OUTCOMES`].
+    pub fn apigw_request(&self, outcome: &'static str) {
+        if let Some((_, c)) = self.apigw_requests.iter().find(|(k, _)| *k == outcome) {
+            c.increment(1);
+        }
+    }
+
+    /// Counts one failed lifecycle webhook call; `event` is one of [`APIGW_WEBHOOK_EVENTS`].
+    pub fn apigw_webhook_failure(&self, event: &'static str) {
+        if let Some((_, c)) = self.apigw_webhook_failures.iter().find(|(k, _)| *k == event) {
+            c.increment(1);
+        }
+    }
+}
 
 impl Metrics {
     /// Creates a fresh registry with every metric registered at zero.
@@ -237,6 +280,14 @@ impl Metrics {
             refused: REFUSAL_REASONS
                 .iter()
                 .map(|r| (*r, labelled("signalbox_connections_refused_total", "reason", r)))
+                .collect(),
+            apigw_requests: APIGW_OUTCOMES
+                .iter()
+                .map(|o| (*o, labelled("signalbox_apigw_requests_total", "outcome", o)))
+                .collect(),
+            apigw_webhook_failures: APIGW_WEBHOOK_EVENTS
+                .iter()
+                .map(|e| (*e, labelled("signalbox_apigw_webhook_failures_total", "event", e)))
                 .collect(),
             pending_connections: recorder.register_gauge(&key("signalbox_http_pending_connections"), &meta),
             shed: SHED_REASONS

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AccessPolicy, ApiKeys, Authenticator};
+use crate::apigw::Lifecycle;
+use crate::auth::{AccessPolicy, ApiKeys, Authenticator, SigV4Verifier};
 use crate::config::Config;
 use crate::hub::{ConnectionDirectory, Hub};
 use crate::metrics::Metrics;
@@ -36,6 +37,10 @@ pub struct Shared {
     pub policy: AccessPolicy,
     /// Backend API keys.
     pub api_keys: ApiKeys,
+    /// SigV4 credentials of the API Gateway management API (`[apigw] credentials`).
+    pub sigv4: SigV4Verifier,
+    /// The `$connect`/`$disconnect` webhooks, when configured.
+    pub lifecycle: Option<Arc<Lifecycle>>,
     /// Metric handles.
     pub metrics: Metrics,
     /// Routes and sinks for client messages with a routed action.
@@ -51,7 +56,9 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Bundles the shared parts; the access policy and the API keys come from `config`.
+    /// Bundles the shared parts; the access policy, the API keys and the SigV4
+    /// credentials come from `config`.
+    #[allow(clippy::too_many_arguments, reason = "the composition root's one call; each part is distinct")]
     pub fn new(
         config: Config,
         hub: Hub,
@@ -59,11 +66,14 @@ impl AppState {
         authenticator: Arc<dyn Authenticator>,
         metrics: Metrics,
         dispatcher: Arc<Dispatcher>,
+        lifecycle: Option<Arc<Lifecycle>>,
         shutdown: CancellationToken,
     ) -> Self {
         // Both follow from the validated config alone.
         let policy = AccessPolicy::new(config.dev, config.namespaces.clone());
         let api_keys = ApiKeys::new(&config.auth.api_keys);
+        // Validated with the configuration: an error here cannot happen after `validate`.
+        let sigv4 = SigV4Verifier::from_pairs(&config.apigw.credentials).unwrap_or_default();
         Self {
             inner: Arc::new(Shared {
                 config,
@@ -72,6 +82,8 @@ impl AppState {
                 authenticator,
                 policy,
                 api_keys,
+                sigv4,
+                lifecycle,
                 metrics,
                 dispatcher,
                 shutdown,

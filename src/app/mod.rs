@@ -38,6 +38,9 @@ pub enum BuildError {
     /// The Redis broker could not be set up.
     #[error("invalid setting broker (SIGNALBOX_BROKER): {0}")]
     Broker(#[from] StoreError),
+    /// The lifecycle webhooks (`[apigw] connect_url`, `disconnect_url`) could not be set up.
+    #[error("{0}")]
+    Lifecycle(String),
 }
 
 /// The broker's Redis target, parsed from `broker` (`None` for the memory broker).
@@ -116,7 +119,18 @@ impl Gateway {
                  Never run --dev in production."
             );
         }
-        let state = AppState::new(config, hub, directory, authenticator, metrics, dispatcher, CancellationToken::new());
+        let lifecycle =
+            crate::apigw::Lifecycle::new(&config.apigw, metrics.clone()).map_err(BuildError::Lifecycle)?.map(Arc::new);
+        let state = AppState::new(
+            config,
+            hub,
+            directory,
+            authenticator,
+            metrics,
+            dispatcher,
+            lifecycle,
+            CancellationToken::new(),
+        );
         if let BrokerKind::Redis(redis) = &kind {
             // Recoverable Socket.IO sessions in Redis: a client may come back on any node.
             let store = crate::socketio::recovery::RedisStore::new(redis.store().conn());

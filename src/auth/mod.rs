@@ -7,10 +7,12 @@
 mod acl;
 mod api_key;
 mod jwt;
+mod sigv4;
 
 pub use acl::AccessPolicy;
 pub use api_key::ApiKeys;
 pub use jwt::{JwtAuthenticator, JwtKeyError};
+pub use sigv4::{SigV4ConfigError, SigV4Error, SigV4Verifier, SignedRequest};
 
 use crate::domain::{TopicPattern, UserId};
 

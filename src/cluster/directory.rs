@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -42,7 +44,7 @@ use crate::codec::FrameText;
 use crate::domain::ConnectionId;
 use crate::hub::{
     CloseReason, ConnectionDirectory, ConnectionFilter, ConnectionInfo, ConnectionRegistry, DirectoryError,
-    LocalDirectory,
+    LocalDirectory, RawFrame,
 };
 
 /// Timings and bounds of the cluster directory. The defaults suit production; tests
@@ -315,6 +317,20 @@ impl Shared {
         let result = match op {
             Op::Get => self.local.get(id).await.map(|info| Outcome::Found { entry: Entry::of_info(&self.node, &info) }),
             Op::Send { frame } => self.local.send(id, frame.into()).await.map(|delivered| Outcome::Sent { delivered }),
+            Op::SendRaw { data, binary } => {
+                let frame = if binary {
+                    match BASE64.decode(data.as_bytes()) {
+                        Ok(bytes) => RawFrame::Binary(bytes.into()),
+                        Err(e) => return Outcome::Refused { why: format!("a binary frame that is not base64: {e}") },
+                    }
+                } else {
+                    RawFrame::Text(data.into())
+                };
+                match self.local.send_raw(id, frame).await {
+                    Err(DirectoryError::Unsupported(why)) => return Outcome::Unsupported { why },
+                    other => other.map(|delivered| Outcome::Sent { delivered }),
+                }
+            }
             Op::Close { reason } => match reason_from_name(&reason) {
                 Some(reason) => self.local.close(id, reason).await.map(|()| Outcome::Closed),
                 None => return Outcome::Refused { why: format!("unknown close reason {reason:?}") },
@@ -428,6 +444,23 @@ impl ConnectionDirectory for RedisDirectory {
                 Err(unavailable("too many frames are waiting to be forwarded to other nodes"))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(unavailable("the directory is shutting down")),
+        }
+    }
+
+    async fn send_raw(&self, id: &ConnectionId, frame: RawFrame) -> Result<bool, DirectoryError> {
+        let shared = &self.shared;
+        if shared.holds(id) {
+            return shared.local.send_raw(id, frame).await;
+        }
+        let op = match frame {
+            RawFrame::Text(text) => Op::SendRaw { data: text.as_str().to_owned(), binary: false },
+            RawFrame::Binary(bytes) => Op::SendRaw { data: BASE64.encode(&bytes), binary: true },
+        };
+        match shared.ask(id, op).await? {
+            Outcome::Sent { delivered } => Ok(delivered),
+            Outcome::NotFound => Err(DirectoryError::NotFound(id.clone())),
+            Outcome::Unsupported { why } => Err(DirectoryError::Unsupported(why)),
+            other => Err(unexpected(other)),
         }
     }
 

@@ -304,6 +304,21 @@ pub fn event_from_native(native: &str, nsp: &str, offset: Option<&str>) -> Strin
     event(nsp, &frame_type(native), native, offset)
 }
 
+/// A backend's raw text for one connection (API Gateway's `post_to_connection`) as an emit:
+/// a JSON object is the argument of the emit named after its `type` (else `message`), as a
+/// native frame would be; any other JSON value, or text that is not JSON, is the argument
+/// of `message` as it is or as a JSON string, so the packet is always valid.
+pub fn event_from_raw(text: &str, nsp: &str) -> String {
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => event(nsp, &frame_type(text), text, None),
+        Err(_) => {
+            let mut quoted = String::with_capacity(text.len() + 2);
+            push_json_string(&mut quoted, text);
+            event(nsp, "message", &quoted, None)
+        }
+    }
+}
+
 /// A reply to one connection: the ack of its pending request (`ack`), whose argument is
 /// the reply's object with `status` (`success`, or `error`), or, without an ack, the emit
 /// named after its `type` with the native frame (with `requestId`) as the argument.
@@ -485,6 +500,22 @@ mod tests {
             kind in "[0-9]", count in "[0-9]{0,3}-?", nsp in "(/[a-z]{0,4},?)?", id in "[0-9]{0,25}", data in ".{0,24}",
         ) {
             let _ = parse_socket(&format!("{kind}{count}{nsp}{id}{data}"));
+        }
+    }
+
+    #[test]
+    fn raw_text_becomes_a_valid_emit() {
+        assert_eq!(
+            event_from_raw(r#"{"type":"dealUpdate","id":1}"#, "/ws"),
+            r#"42/ws,["dealUpdate",{"type":"dealUpdate","id":1}]"#
+        );
+        assert_eq!(event_from_raw("[1,2]", "/"), r#"42["message",[1,2]]"#);
+        assert_eq!(event_from_raw("hello \"you\"", "/"), r#"42["message","hello \"you\""]"#);
+        assert_eq!(event_from_raw("", "/"), r#"42["message",""]"#);
+        for text in ["{", "1 2", "\u{0}", "{\"a\":1} trailing"] {
+            let packet = event_from_raw(text, "/");
+            let args: serde_json::Value = serde_json::from_str(&packet[2..]).unwrap();
+            assert_eq!(args[1], serde_json::Value::String(text.into()), "{packet}");
         }
     }
 }

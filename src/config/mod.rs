@@ -114,6 +114,8 @@ pub struct Config {
     /// Action aliases (`[actions] subscribeToDeals = "subscribe"`): a client action name
     /// that behaves as a built-in action, for clients written against API Gateway route keys.
     pub actions: BTreeMap<String, String>,
+    /// AWS API Gateway compatibility (`[apigw]`): `/@connections` and lifecycle webhooks.
+    pub apigw: ApiGatewayConfig,
 }
 
 impl Default for Config {
@@ -138,6 +140,7 @@ impl Default for Config {
             sinks: BTreeMap::new(),
             routes: Vec::new(),
             actions: BTreeMap::new(),
+            apigw: ApiGatewayConfig::default(),
         }
     }
 }
@@ -360,6 +363,42 @@ pub struct SocketIoConfig {
     /// come back with every missed event; zero (the default, as in Socket.IO) = off.
     #[serde(with = "humantime_serde")]
     pub recovery: Duration,
+}
+
+/// AWS API Gateway compatibility: the management API at `/@connections/{id}` and the
+/// `$connect`/`$disconnect` lifecycle webhooks (SPEC §9.3).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiGatewayConfig {
+    /// `ACCESS_KEY_ID:SECRET` pairs whose SigV4 signatures `/@connections` accepts
+    /// (`SIGNALBOX_APIGW_CREDENTIALS`, comma-separated); several, for rotation.
+    pub credentials: Vec<String>,
+    /// Bytes a `POST /@connections/{id}` body may hold (API Gateway's 128 KiB by default).
+    pub max_post_size: usize,
+    /// Receives the `$connect` event before an upgrade completes; a non-2xx answer refuses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_url: Option<String>,
+    /// Receives the `$disconnect` event after a connection closed (best effort).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disconnect_url: Option<String>,
+    /// How long one lifecycle webhook call may take, answer included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// `requestContext.stage` in lifecycle events.
+    pub stage: String,
+}
+
+impl Default for ApiGatewayConfig {
+    fn default() -> Self {
+        Self {
+            credentials: Vec::new(),
+            max_post_size: 128 * 1024,
+            connect_url: None,
+            disconnect_url: None,
+            timeout: Duration::from_secs(5),
+            stage: "signalbox".into(),
+        }
+    }
 }
 
 /// History kept for resume, across all topics (per-topic sizes are per namespace).

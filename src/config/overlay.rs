@@ -36,6 +36,7 @@ pub const ALIASES: &[(&str, &[&str])] = &[
     ("SIGNALBOX_JWT_ISSUER", &["auth", "jwt_issuer"]),
     ("SIGNALBOX_JWT_AUDIENCE", &["auth", "jwt_audience"]),
     ("SIGNALBOX_API_KEYS", &["auth", "api_keys"]),
+    ("SIGNALBOX_APIGW_CREDENTIALS", &["apigw", "credentials"]),
     ("SIGNALBOX_LOG", &["log", "level"]),
     ("SIGNALBOX_LOG_FORMAT", &["log", "format"]),
 ];

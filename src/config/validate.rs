@@ -73,7 +73,30 @@ impl Config {
                 return Err(ConfigError::invalid(format!("namespaces.{name}.retained_ttl"), "must be at least 1s"));
             }
         }
+        self.validate_apigw()?;
         self.validate_routing()
+    }
+
+    /// `[apigw]`: the webhook URLs, the timeout and the POST bound.
+    fn validate_apigw(&self) -> Result<(), ConfigError> {
+        let a = &self.apigw;
+        for (key, url) in [("connect_url", &a.connect_url), ("disconnect_url", &a.disconnect_url)] {
+            if let Some(url) = url {
+                crate::sinks::config::check_url(&format!("apigw.{key}"), url, &["https", "http"])?;
+            }
+        }
+        if a.timeout.is_zero() {
+            return Err(ConfigError::invalid("apigw.timeout", "must be more than 0"));
+        }
+        if a.max_post_size == 0 {
+            return Err(ConfigError::invalid("apigw.max_post_size", "must be more than 0"));
+        }
+        if a.stage.is_empty() {
+            return Err(ConfigError::invalid("apigw.stage", "must not be empty"));
+        }
+        crate::auth::SigV4Verifier::from_pairs(&a.credentials)
+            .map_err(|e| ConfigError::invalid("apigw.credentials (SIGNALBOX_APIGW_CREDENTIALS)", e.to_string()))?;
+        Ok(())
     }
 
     /// Sinks are well-formed, every route names a configured sink, no route shadows a

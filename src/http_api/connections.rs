@@ -87,5 +87,6 @@ fn directory_error(error: DirectoryError, id: &str) -> ApiError {
         DirectoryError::NotFound(_) => ApiError::NotFound(format!("no open connection {id}")),
         // The directory's store is the cluster's broker (Redis): the same 503 as a publish.
         DirectoryError::Unavailable(why) => ApiError::Broker(BrokerError::Unavailable(why)),
+        DirectoryError::Unsupported(why) => ApiError::Validation(why),
     }
 }

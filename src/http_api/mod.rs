@@ -1,5 +1,6 @@
 //! The HTTP side: backend API (`/api/*`, SPEC §6) and operations (`/health`, `/ready`,
-//! `/metrics`, SPEC §8), plus the router that mounts `/ws`.
+//! `/metrics`, SPEC §8), plus the router that mounts `/ws`, `/socket.io/` and API
+//! Gateway's `/@connections` (`crate::apigw`).
 //!
 //! Owns request parsing, API-key checks and the mapping of errors to HTTP statuses. It
 //! reaches topics and connections only through the hub; it must never name a broker.
@@ -39,7 +40,14 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_api_key))
         .layer(middleware::from_fn_with_state(state.clone(), count_errors))
         .layer(DefaultBodyLimit::max(state.config.limits.max_api_body_size));
+    // API Gateway's management API, with and without a stage prefix; its own body bound
+    // (API Gateway's 128 KiB by default), answered 413 PayloadTooLargeException.
+    let management = Router::new()
+        .route("/@connections/{id}", any(crate::apigw::management::handle))
+        .route("/{stage}/@connections/{id}", any(crate::apigw::management::handle))
+        .layer(DefaultBodyLimit::max(state.config.apigw.max_post_size));
     Router::new()
+        .merge(management)
         // Every method reaches the handshake checks, so a wrong one gets their JSON 405.
         .route("/ws", any(crate::ws::ws_handler))
         .route("/socket.io/", any(crate::socketio::socketio_handler))

@@ -1,7 +1,7 @@
 //! The connection directory: list, look up, message and close a connection by its id.
 //!
 //! This is the one way code outside the hub reaches a connection it does not hold itself
-//! (the HTTP API, the sinks' replies, later `/@connections` and other protocols). The trait
+//! (the HTTP API, the sinks' replies, `/@connections`, other protocols' nodes). The trait
 //! is async so that a cluster implementation can answer for connections held by other
 //! nodes; [`LocalDirectory`] answers for this node from the [`ConnectionRegistry`] and
 //! never waits. Neither must ever await a client: sending is a push into the connection's
@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{CloseReason, ConnectionHandle, ConnectionRegistry};
+use super::{CloseReason, ConnectionHandle, ConnectionRegistry, RawFrame};
 use crate::codec::FrameText;
 use crate::domain::{ConnectionId, Topic, UserId};
 
@@ -26,6 +26,9 @@ pub enum DirectoryError {
     /// The directory cannot answer now (e.g. the cluster's store is unreachable).
     #[error("connection directory unavailable: {0}")]
     Unavailable(String),
+    /// The connection cannot take what was asked (a binary frame for a Socket.IO client).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// What the directory tells about one open connection.
@@ -43,6 +46,10 @@ pub struct ConnectionInfo {
     pub remote: SocketAddr,
     /// `native` or `socketio`.
     pub protocol: String,
+    /// The upgrade request's `User-Agent` (empty without one).
+    pub user_agent: String,
+    /// When the client last sent anything (wall clock).
+    pub last_active_at: SystemTime,
 }
 
 impl ConnectionInfo {
@@ -54,6 +61,8 @@ impl ConnectionInfo {
             connected_at: conn.connected_at,
             remote: conn.remote,
             protocol: conn.wire().protocol().to_owned(),
+            user_agent: conn.user_agent().to_owned(),
+            last_active_at: conn.last_active_at(),
         }
     }
 }
@@ -83,6 +92,10 @@ pub trait ConnectionDirectory: Send + Sync + 'static {
     /// Like [`Self::send`], for callers that cannot await (the outbox's writer thread):
     /// it never blocks. Frames sent this way to one connection keep their order.
     fn send_now(&self, id: &ConnectionId, frame: FrameText) -> Result<bool, DirectoryError>;
+
+    /// Queues a backend's raw frame to an open connection, as it is (see
+    /// [`ConnectionHandle::send_raw`]). `Ok(false)`: its queue was full (now closing, 4008).
+    async fn send_raw(&self, id: &ConnectionId, frame: RawFrame) -> Result<bool, DirectoryError>;
 
     /// Starts closing an open connection for `reason`.
     async fn close(&self, id: &ConnectionId, reason: CloseReason) -> Result<(), DirectoryError>;
@@ -122,6 +135,10 @@ impl ConnectionDirectory for LocalDirectory {
 
     fn send_now(&self, id: &ConnectionId, frame: FrameText) -> Result<bool, DirectoryError> {
         Ok(self.open(id)?.send(frame))
+    }
+
+    async fn send_raw(&self, id: &ConnectionId, frame: RawFrame) -> Result<bool, DirectoryError> {
+        self.open(id)?.send_raw(frame).map_err(|e| DirectoryError::Unsupported(e.to_string()))
     }
 
     async fn close(&self, id: &ConnectionId, reason: CloseReason) -> Result<(), DirectoryError> {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 pub use connections::{Admission, AdmissionError, ConnectionRegistry};
 pub use directory::{ConnectionDirectory, ConnectionFilter, ConnectionInfo, DirectoryError, LocalDirectory};
 pub use outbound::{
-    CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, SharedFrame, SocketIoWire, Wire, WriterWork,
-    monotonic_ms,
+    BinaryToSocketIo, CloseReason, ConnectionHandle, OutboundFrame, QueueLimits, RawFrame, SharedFrame, SocketIoWire,
+    Wire, WriterWork, monotonic_ms,
 };
 pub use topics::{Presence, SubscribeError, SubscribeOptions, SubscribeReply, Subscribed, TopicRegistry};
 

@@ -82,6 +82,9 @@ pub struct OutboundFrame {
     pub published_at: Option<Instant>,
     /// The event's topic and offset, for an event (live or replayed); `None` otherwise.
     pub origin: Option<(Topic, u64)>,
+    /// The payload of a binary frame (a backend's post of bytes that are not UTF-8); `text`
+    /// is then empty. Only native connections take one.
+    pub binary: Option<bytes::Bytes>,
     /// The frame as a Socket.IO packet for one namespace, encoded by the first Socket.IO
     /// connection that writes it and shared by the others: encoded once per protocol.
     socketio: OnceLock<(SocketIoKey, FrameText)>,
@@ -97,14 +100,45 @@ struct SocketIoKey {
 impl OutboundFrame {
     /// A frame in the native encoding.
     pub fn new(text: FrameText, published_at: Option<Instant>) -> Self {
-        Self { text, published_at, origin: None, socketio: OnceLock::new() }
+        Self { text, published_at, origin: None, binary: None, socketio: OnceLock::new() }
+    }
+
+    /// A binary frame (native connections only).
+    pub fn binary(payload: bytes::Bytes) -> Self {
+        Self {
+            text: FrameText::default(),
+            published_at: None,
+            origin: None,
+            binary: Some(payload),
+            socketio: OnceLock::new(),
+        }
+    }
+
+    /// Bytes it takes in a send queue.
+    fn queued_len(&self) -> usize {
+        self.text.len() + self.binary.as_ref().map_or(0, bytes::Bytes::len)
     }
 
     /// An event of `topic` at `offset` (which Socket.IO recovery tracks).
     pub fn event(text: FrameText, published_at: Option<Instant>, topic: &Topic, offset: u64) -> Self {
-        Self { text, published_at, origin: Some((topic.clone(), offset)), socketio: OnceLock::new() }
+        Self { text, published_at, origin: Some((topic.clone(), offset)), binary: None, socketio: OnceLock::new() }
     }
 }
+
+/// A frame a backend posts to one connection as it is (API Gateway's `post_to_connection`):
+/// never parsed, never wrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawFrame {
+    /// A text frame (the posted bytes were UTF-8).
+    Text(FrameText),
+    /// A binary frame.
+    Binary(bytes::Bytes),
+}
+
+/// Why a [`RawFrame`] cannot go to a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a binary frame cannot be sent to a Socket.IO connection (post UTF-8 text instead)")]
+pub struct BinaryToSocketIo;
 
 /// How a connection's frames go on the wire.
 pub enum Wire {
@@ -349,6 +383,9 @@ pub struct ConnectionHandle {
     metrics: Metrics,
     /// The protocol its frames are written in.
     wire: Wire,
+    /// The upgrade request's `User-Agent` (empty without one), for API Gateway's
+    /// `GET /@connections/{id}`.
+    user_agent: Box<str>,
 }
 
 impl ConnectionHandle {
@@ -373,7 +410,26 @@ impl ConnectionHandle {
             topics: Mutex::new(Vec::new()),
             metrics,
             wire: Wire::Native,
+            user_agent: Box::default(),
         }
+    }
+
+    /// The same handle, remembering the client's `User-Agent`.
+    #[must_use]
+    pub fn with_user_agent(mut self, user_agent: &str) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// The upgrade request's `User-Agent` (empty without one).
+    pub fn user_agent(&self) -> &str {
+        &self.user_agent
+    }
+
+    /// When the client last sent anything (a frame, a pong), on the wall clock.
+    pub fn last_active_at(&self) -> SystemTime {
+        let ago = monotonic_ms().saturating_sub(self.last_heard_ms.load(Ordering::Relaxed));
+        SystemTime::now().checked_sub(std::time::Duration::from_millis(ago)).unwrap_or(self.connected_at)
     }
 
     /// The same handle speaking `wire`.
@@ -414,6 +470,22 @@ impl ConnectionHandle {
         self.send_shared(&Arc::new(Self::encoded(packet)))
     }
 
+    /// Queues a backend's raw frame. A native connection gets it as it is; a Socket.IO
+    /// connection gets text as an emit (named after a JSON object's `type`, else
+    /// `message`, the text then a JSON string), and never a binary frame, which its client
+    /// would take for an attachment. `Ok(false)`: the queue was full (now closing, 4008).
+    pub fn send_raw(&self, frame: RawFrame) -> Result<bool, BinaryToSocketIo> {
+        let frame = match (&self.wire, frame) {
+            (Wire::Native, RawFrame::Text(text)) => OutboundFrame::new(text, None),
+            (Wire::Native, RawFrame::Binary(payload)) => OutboundFrame::binary(payload),
+            (Wire::SocketIo(wire), RawFrame::Text(text)) => {
+                Self::encoded(FrameText::from(socketio::event_from_raw(text.as_str(), &wire.nsp)))
+            }
+            (Wire::SocketIo(_), RawFrame::Binary(_)) => return Err(BinaryToSocketIo),
+        };
+        Ok(self.send_shared(&Arc::new(frame)))
+    }
+
     fn encoded(packet: FrameText) -> OutboundFrame {
         // Marked as encoded for no namespace: `wire_text` passes such frames through.
         let frame = OutboundFrame::new(packet.clone(), None);
@@ -438,6 +510,16 @@ impl ConnectionHandle {
                     _ => wire.packet(frame),
                 }
             }
+        }
+    }
+
+    /// The WebSocket message to write for `frame`: a binary frame's payload, else the text
+    /// of [`Self::wire_text`].
+    pub fn wire_message(&self, frame: &OutboundFrame) -> tokio_tungstenite::tungstenite::Message {
+        use tokio_tungstenite::tungstenite::Message;
+        match &frame.binary {
+            Some(payload) => Message::Binary(payload.clone()),
+            None => Message::Text(self.wire_text(frame)),
         }
     }
 
@@ -480,7 +562,7 @@ impl ConnectionHandle {
         }
         {
             let mut outbox = self.outbox.lock();
-            let bytes = outbox.bytes + frame.text.len();
+            let bytes = outbox.bytes + frame.queued_len();
             if outbox.frames.len() < self.limits.frames && bytes <= self.limits.bytes {
                 outbox.bytes = bytes;
                 outbox.frames.push_back(frame.clone());

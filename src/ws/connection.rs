@@ -80,6 +80,9 @@ struct Open {
     blocked: bool,
     /// The read side is over (client's close, end of stream, read error).
     read_done: bool,
+    /// The client's close frame: its code (1005 when it carried none) and reason; `None`
+    /// until one arrives (for the `$disconnect` webhook).
+    peer_close: Option<(u16, Box<str>)>,
 }
 
 /// The connection's task.
@@ -146,6 +149,7 @@ impl Connection {
             ping: false,
             blocked: false,
             read_done: false,
+            peer_close: None,
         };
         Self { conn, inner }
     }
@@ -214,7 +218,7 @@ impl Connection {
             }
             None => {}
         }
-        let Open { socket, state, reader, .. } = inner;
+        let Open { socket, state, reader, peer_close, .. } = inner;
         drop(socket);
         // A request already running finishes; its replies are refused (closing).
         let companion = match reader {
@@ -232,11 +236,39 @@ impl Connection {
         tracing::info!(connectionId = %conn.id, userId = %LogId(conn.user.as_str()), reason = ?conn.close_reason(), seconds = lived.as_secs_f64(), "disconnected");
         // After the removal, so a recovered connection may take the same id at once.
         crate::socketio::recovery::save_on_close(&state, &conn).await;
+        if let Some(lifecycle) = &state.lifecycle
+            && matches!(conn.wire(), crate::hub::Wire::Native)
+        {
+            lifecycle.on_disconnect(disconnect_notice(&conn, peer_close));
+        }
         // Last: the admission slot, then the token shutdown waits for.
         let Companion { session, admission, tracked } = *companion;
         drop(session);
         drop(admission);
         drop(tracked);
+    }
+}
+
+/// What the `$disconnect` webhook is told: the close code the client sent or was sent,
+/// 1006 when no close frame went either way (API Gateway's own values).
+fn disconnect_notice(conn: &ConnectionHandle, peer_close: Option<(u16, Box<str>)>) -> crate::apigw::DisconnectNotice {
+    let reason = conn.close_reason();
+    let (status_code, reason) = match (close_code(reason), peer_close) {
+        (Some((code, text)), _) => (code, text.to_owned()),
+        (None, Some((code, text))) => {
+            (code, format!("Client-side close frame status code '{code}' and reason '{text}'"))
+        }
+        (None, None) if reason == CloseReason::HeartbeatTimeout => (1006, "heartbeat timeout".to_owned()),
+        (None, None) => (1006, "connection lost".to_owned()),
+    };
+    crate::apigw::DisconnectNotice {
+        connection_id: conn.id.as_str().to_owned(),
+        user: conn.user.as_str().to_owned(),
+        remote: conn.remote,
+        user_agent: conn.user_agent().to_owned(),
+        connected_at: conn.connected_at,
+        status_code,
+        reason,
     }
 }
 
@@ -280,6 +312,10 @@ impl Open {
                     // A forbidden close code is a protocol error; tungstenite has already
                     // queued the 1002 reply, which the closing stage flushes.
                     self.read_done = true;
+                    self.peer_close = Some(match &frame {
+                        Some(f) => (u16::from(f.code), f.reason.as_str().into()),
+                        None => (1005, Box::default()),
+                    });
                     conn.close(peer_close_reason(frame.as_ref()));
                 }
                 Err(Error::ConnectionClosed | Error::AlreadyClosed) => {
@@ -314,7 +350,7 @@ impl Open {
                 self.blocked = false;
                 continue;
             }
-            if self.socket.write(socket_cx, Message::Text(conn.wire_text(frame)))? == Written::Blocked {
+            if self.socket.write(socket_cx, conn.wire_message(frame))? == Written::Blocked {
                 self.blocked = true;
             }
             self.fed += 1;

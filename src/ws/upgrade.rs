@@ -1,4 +1,5 @@
-//! `GET /ws`: authenticate, check origin, connect-time topics and capacity, then upgrade.
+//! `GET /ws`: authenticate, check origin, connect-time topics and capacity, ask the
+//! `$connect` webhook when one is configured, then upgrade.
 //!
 //! Refusals happen before the upgrade with an HTTP status and a JSON body, so a client
 //! never sees a WebSocket open and then shut for a reason known up front. Once upgraded,
@@ -16,7 +17,6 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::connection::{Companion, Connection, ConnectionTask};
@@ -24,6 +24,7 @@ use super::handshake::UpgradeRequest;
 use super::protocol::{frames, resolve_topic};
 use super::session::Session;
 use super::socket::{Socket, Written};
+use crate::apigw::ConnectRequest;
 use crate::auth::{AuthError, Identity};
 use crate::domain::{ConnectionId, ErrorCode, LogId, Topic};
 use crate::hub::{AdmissionError, CloseReason, ConnectionHandle, QueueLimits, SharedFrame};
@@ -115,7 +116,8 @@ pub async fn ws_handler(
         return refuse(&state, StatusCode::FORBIDDEN, ErrorCode::Authorization, "origin", message);
     }
     let max_topics = state.config.limits.max_subscriptions;
-    let query = parse_query(query.as_deref(), max_topics);
+    let query_text = query;
+    let query = parse_query(query_text.as_deref(), max_topics);
     let token = query.token.as_deref().or_else(|| bearer(&headers));
     let identity = match token {
         Some(token) => state.authenticator.authenticate(token),
@@ -164,6 +166,26 @@ pub async fn ws_handler(
             );
         }
     };
+    let id = ConnectionId::generate();
+    if let Some(lifecycle) = state.lifecycle.as_ref().filter(|l| l.has_connect()) {
+        let request = ConnectRequest {
+            connection_id: id.as_str(),
+            headers: &headers,
+            query: query_text.as_deref(),
+            remote,
+            identity: &identity,
+        };
+        if let Err(refusal) = lifecycle.on_connect(&request).await {
+            let status = refusal.status();
+            let code = match status {
+                StatusCode::UNAUTHORIZED => ErrorCode::Authentication,
+                s if s.is_client_error() => ErrorCode::Authorization,
+                _ => ErrorCode::ServiceUnavailable,
+            };
+            return refuse(&state, status, code, "connect_hook", &refusal.to_string());
+        }
+    }
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     // Keeps shutdown waiting for this connection from now on, not only once the upgrade
     // completes.
     let tracked = state.tasks.token();
@@ -177,10 +199,10 @@ pub async fn ws_handler(
         // admission and the task token is all the cleanup there is.
         let mut socket = socket.await?;
         let state = task_state;
-        let id = ConnectionId::generate();
         let limits =
             QueueLimits { frames: state.config.limits.send_queue_events, bytes: state.config.limits.send_queue_bytes };
-        let conn = Arc::new(ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone()));
+        let conn = ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone());
+        let conn = Arc::new(conn.with_user_agent(&user_agent));
         state.hub.connections.insert(conn.clone());
         // Shutdown closes every registered connection; one registered just after
         // that sweep closes itself here.
@@ -257,7 +279,7 @@ impl StartWriter<'_> {
         let mut flushing = !work.closing;
         let ping = work.ping.then(|| super::connection::heartbeat_ping(conn));
         let now = std::time::Instant::now();
-        let messages = ping.into_iter().chain(batch.iter().map(|f| Message::Text(conn.wire_text(f))));
+        let messages = ping.into_iter().chain(batch.iter().map(|f| conn.wire_message(f)));
         for message in messages {
             let mut message = Some(message);
             let written = poll_fn(|cx| match message.take() {

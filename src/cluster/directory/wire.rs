@@ -45,6 +45,13 @@ pub struct Entry {
     /// `native` or `socketio` (absent in entries of nodes older than Socket.IO: native).
     #[serde(default = "native")]
     pub protocol: String,
+    /// The upgrade request's `User-Agent` (absent in entries of older nodes: empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_agent: String,
+    /// When the client last sent anything, in Unix nanoseconds: only in the answer to a
+    /// `Get` (registrations would churn with it); absent means `connected_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<u64>,
 }
 
 fn native() -> String {
@@ -54,12 +61,19 @@ fn native() -> String {
 impl Entry {
     /// The entry of a connection held by `node`.
     pub fn of_handle(node: &str, conn: &ConnectionHandle) -> Self {
-        Self::new(node, &conn.user, &conn.topics(), conn.connected_at, conn.remote, conn.wire().protocol())
+        let mut entry =
+            Self::new(node, &conn.user, &conn.topics(), conn.connected_at, conn.remote, conn.wire().protocol());
+        conn.user_agent().clone_into(&mut entry.user_agent);
+        entry
     }
 
-    /// The entry of a connection described by the local directory.
+    /// The entry of a connection described by the local directory, with when it was last
+    /// active (the answer to another node's `Get`).
     pub fn of_info(node: &str, info: &ConnectionInfo) -> Self {
-        Self::new(node, &info.user, &info.topics, info.connected_at, info.remote, &info.protocol)
+        let mut entry = Self::new(node, &info.user, &info.topics, info.connected_at, info.remote, &info.protocol);
+        info.user_agent.clone_into(&mut entry.user_agent);
+        entry.last_active_at = Some(unix_nanos(info.last_active_at));
+        entry
     }
 
     fn new(
@@ -70,15 +84,15 @@ impl Entry {
         remote: SocketAddr,
         protocol: &str,
     ) -> Self {
-        let nanos =
-            connected_at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Self {
             node: node.to_owned(),
             user: user.as_str().to_owned(),
             topics: topics.iter().map(|t| t.as_str().to_owned()).collect(),
-            connected_at: nanos,
+            connected_at: unix_nanos(connected_at),
             remote: remote.to_string(),
             protocol: protocol.to_owned(),
+            user_agent: String::new(),
+            last_active_at: None,
         }
     }
 
@@ -88,15 +102,23 @@ impl Entry {
         let remote = self.remote.parse().ok()?;
         let mut topics: Vec<Topic> = self.topics.iter().filter_map(|t| Topic::parse(t).ok()).collect();
         topics.sort();
+        let connected_at = UNIX_EPOCH + Duration::from_nanos(self.connected_at);
         Some(ConnectionInfo {
             id,
             user: UserId::new(&self.user),
             topics,
-            connected_at: UNIX_EPOCH + Duration::from_nanos(self.connected_at),
+            connected_at,
             remote,
             protocol: self.protocol,
+            user_agent: self.user_agent,
+            last_active_at: self.last_active_at.map_or(connected_at, |n| UNIX_EPOCH + Duration::from_nanos(n)),
         })
     }
+}
+
+/// `at` in Unix nanoseconds (0 before the epoch, saturating far after it).
+fn unix_nanos(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// What changes a connection's entry while it is open (its topics), hashed: the
@@ -149,6 +171,14 @@ pub enum Op {
         /// The frame text.
         frame: String,
     },
+    /// Queue a backend's raw frame to it, as it is.
+    SendRaw {
+        /// The frame's text, or for a binary frame its bytes in standard base64.
+        data: String,
+        /// Whether it is a binary frame.
+        #[serde(default)]
+        binary: bool,
+    },
     /// Start closing it.
     Close {
         /// The [`CloseReason`], by [`reason_name`].
@@ -174,6 +204,11 @@ pub enum Outcome {
     Closed,
     /// The receiver holds no open connection with that id.
     NotFound,
+    /// The connection cannot take what was asked.
+    Unsupported {
+        /// Why.
+        why: String,
+    },
     /// The request could not be read (e.g. an unknown close reason).
     Refused {
         /// Why.
@@ -248,12 +283,21 @@ mod tests {
             connected_at: UNIX_EPOCH + Duration::from_nanos(1_732_226_561_187_122_144),
             remote: "10.0.3.7:54314".parse().unwrap(),
             protocol: "socketio".into(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64)".into(),
+            last_active_at: UNIX_EPOCH + Duration::from_nanos(1_732_226_599_000_000_000),
         };
         let entry = Entry::of_info("node_a", &info);
         let text = serde_json::to_string(&entry).unwrap();
         let back: Entry = serde_json::from_str(&text).unwrap();
         assert_eq!(back.clone().into_info(info.id.clone()), Some(info.clone()));
         assert_eq!(back.node, "node_a");
+        // Registrations carry no activity time: it reads as the connection time.
+        let registered = Entry { last_active_at: None, ..back.clone() }.into_info(info.id.clone()).unwrap();
+        assert_eq!(registered.last_active_at, info.connected_at);
+        // Entries of nodes older than these fields still read.
+        let old = r#"{"node":"n","user":"u","topics":[],"connected_at":5,"remote":"127.0.0.1:1"}"#;
+        let old: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!((old.protocol.as_str(), old.user_agent.as_str(), old.last_active_at), ("native", "", None));
         assert!(Entry { remote: "nope".into(), ..back }.into_info(info.id).is_none());
     }
 
@@ -271,6 +315,13 @@ mod tests {
             Message::Reply { id: 9, outcome: Outcome::Closed },
             Message::Reply { id: 8, outcome: Outcome::Sent { delivered: false } },
             Message::Reply { id: 7, outcome: Outcome::NotFound },
+            Message::Request {
+                id: 10,
+                from: "n1".into(),
+                conn: "c1".into(),
+                op: Op::SendRaw { data: "AP8=".into(), binary: true },
+            },
+            Message::Reply { id: 10, outcome: Outcome::Unsupported { why: "binary".into() } },
             Message::Push { conn: "c1".into(), frame: "{\"type\":\"x\"}".into() },
         ];
         for message in messages {

@@ -5,18 +5,9 @@
 //! never re-encodes the client's frame (`body` carries the frame text exactly as received).
 
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::FormatItem;
-use time::macros::format_description;
 
+use crate::apigw::event::{API_ID, request_time};
 use crate::sinks::RoutedMessage;
-
-/// `requestContext.apiId`: API Gateway's id of the API; here, always the product.
-const API_ID: &str = "signalbox";
-
-/// API Gateway's `requestTime` format, e.g. `22/Nov/2026:10:00:00 +0000` (always UTC).
-const REQUEST_TIME: &[FormatItem<'static>] =
-    format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
 
 /// The whole event. Field order follows API Gateway's own events, so a captured Signalbox
 /// event diffs cleanly against one from AWS.
@@ -89,15 +80,6 @@ pub(super) fn encode(message: &RoutedMessage, stage: &str, domain_name: &str) ->
         is_base64_encoded: false,
     };
     serde_json::to_vec(&event)
-}
-
-/// Unix milliseconds in API Gateway's `requestTime` format; empty if out of range (a
-/// received time is "now", so that cannot happen in practice).
-fn request_time(unix_ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix_ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(REQUEST_TIME).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -22,3 +22,4 @@ mod sink;
 
 pub use config::HttpConfig;
 pub use sink::{HttpSink, MESSAGE_ID_HEADER, build};
+pub(crate) use sink::{describe as describe_error, read_prefix};

@@ -180,7 +180,7 @@ async fn read_bounded(mut response: Response, limit: usize) -> Result<Option<Byt
 }
 
 /// The first `limit` bytes of the answer's body (fewer if it is shorter or breaks off).
-async fn read_prefix(mut response: Response, limit: usize) -> Bytes {
+pub(crate) async fn read_prefix(mut response: Response, limit: usize) -> Bytes {
     let mut body = BytesMut::new();
     while body.len() < limit {
         match response.chunk().await {
@@ -193,7 +193,7 @@ async fn read_prefix(mut response: Response, limit: usize) -> Bytes {
 
 /// An error with its chain of causes: reqwest's own message alone ("error sending request")
 /// does not say whether the connection was refused, reset or timed out.
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
