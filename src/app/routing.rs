@@ -30,6 +30,31 @@ pub enum RoutingBuildError {
     Outbox(#[from] OutboxError),
 }
 
+/// The API Gateway compatibility lines of `check-config`: which access key ids may sign
+/// `/@connections` calls (never a secret) and where the lifecycle webhooks go.
+fn describe_apigw(apigw: &crate::config::ApiGatewayConfig) -> Vec<String> {
+    let mut lines = Vec::new();
+    let key_ids: Vec<&str> =
+        apigw.credentials.iter().filter_map(|pair| pair.split_once(':')).map(|(id, _)| id).collect();
+    if !key_ids.is_empty() {
+        lines.push(format!(
+            "apigw /@connections: SigV4 (execute-api) by access key {} or an API key; POST bodies up to {} bytes",
+            key_ids.join(", "),
+            apigw.max_post_size
+        ));
+    }
+    for (event, url) in [("$connect", &apigw.connect_url), ("$disconnect", &apigw.disconnect_url)] {
+        if let Some(url) = url {
+            let url = crate::sinks::config::hide_password(url);
+            lines.push(format!(
+                "apigw {event} webhook -> {url} (timeout {})",
+                humantime::format_duration(apigw.timeout)
+            ));
+        }
+    }
+    lines
+}
+
 /// `signalbox check-config`: validates `config`, builds its sinks and routes (no
 /// network), checks that `data_dir` can be created and written, and describes what it
 /// found, one line per sink and route.
@@ -50,6 +75,7 @@ pub async fn check(config: &Config) -> Result<Vec<String>, crate::app::BuildErro
     for (alias, action) in &config.actions {
         lines.push(format!("action alias {alias:?} -> {action}"));
     }
+    lines.extend(describe_apigw(&config.apigw));
     for route in &config.routes {
         let when: Vec<String> = route.when.iter().map(|(k, v)| format!("{k} = {v}")).collect();
         let when = if when.is_empty() { String::new() } else { format!(" when {}", when.join(", ")) };

@@ -153,6 +153,20 @@ fn check_config_describes_the_agents_example_and_names_a_bad_route() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("action alias \"subscribeToDeals\" -> subscribe"), "{stdout}");
 
+    // API Gateway compatibility: the access key ids (never a secret) and the webhooks.
+    let out = signalbox()
+        .args(["check-config", "--dev", "--config"])
+        .arg(&file)
+        .env("SIGNALBOX_APIGW_CREDENTIALS", "AKIDOLD:old-secret-1,AKIDNEW:new-secret-2")
+        .env("SIGNALBOX_APIGW__CONNECT_URL", "https://hooks.internal/ws/connect")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SigV4 (execute-api) by access key AKIDOLD, AKIDNEW"), "{stdout}");
+    assert!(stdout.contains("apigw $connect webhook -> https://hooks.internal/ws/connect"), "{stdout}");
+    assert!(!stdout.contains("secret-1") && !stdout.contains("secret-2"), "secrets are never printed: {stdout}");
+
     let cases = [
         ("[actions]\npublish = \"subscribe\"\n", "actions.publish"),
         ("[[routes]]\naction = \"forward\"\nsink = \"nowhere\"\n", "routes[0].sink"),
@@ -163,6 +177,9 @@ fn check_config_describes_the_agents_example_and_names_a_bad_route() {
         ("[sinks.q]\nkind = \"sqs\"\nqueue_url = \"not a url\"\n", "sinks.q.queue_url"),
         ("[sinks.q]\nkind = \"kafka\"\n", "kafka"),
         ("[sinks.r]\nkind = \"redis_stream\"\nurl = \"redis://127.0.0.1:6379\"\n", "stream"),
+        ("[apigw]\ncredentials = [\"no-colon\"]\n", "apigw.credentials"),
+        ("[apigw]\nconnect_url = \"ftp://x\"\n", "apigw.connect_url"),
+        ("[apigw]\nmax_post_size = 0\n", "apigw.max_post_size"),
     ];
     for (text, named) in cases {
         std::fs::write(&file, text).unwrap();
