@@ -240,6 +240,10 @@ mod tests {
         sink = "dev-agents"
         [actions]
         subscribeToDeals = "subscribe"
+        [apigw]
+        credentials = ["AKIDEXAMPLE:file-secret"]
+        connect_url = "http://127.0.0.1:9000/connect"
+        disconnect_url = "http://127.0.0.1:9000/disconnect"
     "#;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -88,6 +88,17 @@ impl Config {
         if a.timeout.is_zero() {
             return Err(ConfigError::invalid("apigw.timeout", "must be more than 0"));
         }
+        // The `$connect` call runs inside the upgrade request, which must be answered
+        // within `http.request_timeout`: a longer webhook timeout could never take effect.
+        if a.connect_url.is_some() && a.timeout >= self.http.request_timeout {
+            return Err(ConfigError::invalid(
+                "apigw.timeout",
+                format!(
+                    "must be shorter than http.request_timeout ({}): the $connect call runs inside the upgrade request",
+                    humantime::format_duration(self.http.request_timeout)
+                ),
+            ));
+        }
         if a.max_post_size == 0 {
             return Err(ConfigError::invalid("apigw.max_post_size", "must be more than 0"));
         }
@@ -280,6 +291,30 @@ mod tests {
         let routed = "[actions]\nsendMessage = \"publish\"\n[[routes]]\naction = \"sendMessage\"\nsink = \"s\"\n[sinks.s]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"";
         let err = with(routed).unwrap_err();
         assert!(err.contains("actions.sendMessage") && err.contains("routed"), "{err}");
+    }
+
+    #[test]
+    fn apigw_settings_are_checked() {
+        let with = |toml: &str| {
+            let mut config = Config::from_toml(toml).unwrap();
+            config.dev = true;
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(
+            with("[apigw]\ncredentials = [\"AKID:s:with:colons\"]\nconnect_url = \"http://127.0.0.1:9/c\"").is_ok()
+        );
+        for (toml, named) in [
+            ("[apigw]\ncredentials = [\"AKID\"]", "apigw.credentials"),
+            ("[apigw]\nconnect_url = \"not a url\"", "apigw.connect_url"),
+            ("[apigw]\ndisconnect_url = \"ftp://h/x\"", "apigw.disconnect_url"),
+            ("[apigw]\ntimeout = \"0s\"", "apigw.timeout"),
+            ("[apigw]\nconnect_url = \"http://h/c\"\ntimeout = \"30s\"", "http.request_timeout"),
+            ("[apigw]\nmax_post_size = 0", "apigw.max_post_size"),
+            ("[apigw]\nstage = \"\"", "apigw.stage"),
+        ] {
+            let err = with(toml).unwrap_err();
+            assert!(err.contains(named), "{toml}: {err}");
+        }
     }
 
     #[test]
