@@ -1,8 +1,9 @@
 //! Who a client is and what it may do.
 //!
 //! This module owns token verification (behind the [`Authenticator`] trait), backend API
-//! keys and topic access rules. It must never hand-roll cryptography (`jsonwebtoken` and
-//! `subtle` do that) and never depends on the transport: callers pass token strings in.
+//! keys, AWS SigV4 verification for `/@connections` and topic access rules. It must never
+//! hand-roll cryptography (`jsonwebtoken`, `subtle`, `aws-sigv4` and `sha2` do that) and never
+//! depends on the transport: callers pass token strings and request parts in.
 
 mod acl;
 mod api_key;

@@ -429,7 +429,9 @@ impl ConnectionHandle {
     /// When the client last sent anything (a frame, a pong), on the wall clock.
     pub fn last_active_at(&self) -> SystemTime {
         let ago = monotonic_ms().saturating_sub(self.last_heard_ms.load(Ordering::Relaxed));
-        SystemTime::now().checked_sub(std::time::Duration::from_millis(ago)).unwrap_or(self.connected_at)
+        let at = SystemTime::now().checked_sub(std::time::Duration::from_millis(ago)).unwrap_or(self.connected_at);
+        // The two clocks round differently: never before the connection existed.
+        at.max(self.connected_at)
     }
 
     /// The same handle speaking `wire`.
