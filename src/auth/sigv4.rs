@@ -1148,9 +1148,10 @@ mod tests {
 
         let only_other = SigV4Verifier::from_pairs(&["AKIDOTHER:other-secret".into()]).unwrap();
         assert_eq!(check(&only_other, &post(), at(SIGNED_AT)), Err(SigV4Error::UnknownAccessKey));
-        let empty = SigV4Verifier::from_pairs(&[]).unwrap();
-        assert!(empty.is_empty());
-        assert_eq!(check(&empty, &post(), at(SIGNED_AT)), Err(SigV4Error::UnknownAccessKey));
+        for empty in [SigV4Verifier::from_pairs(&[]).unwrap(), SigV4Verifier::default()] {
+            assert!(empty.is_empty());
+            assert_eq!(check(&empty, &post(), at(SIGNED_AT)), Err(SigV4Error::UnknownAccessKey));
+        }
     }
 
     #[test]
