@@ -4,6 +4,7 @@
 
 mod agents;
 mod api;
+mod apigw;
 mod apigw_webhooks;
 mod auth;
 mod batch;
