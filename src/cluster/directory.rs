@@ -12,7 +12,10 @@
 //! - `get`, `send`, `close` of a connection this node holds are answered at once, without
 //!   Redis. For any other id the owning node is looked up (`HGET` on each node's hash)
 //!   and sent a request with an id over its channel; its directory performs it with the
-//!   [`LocalDirectory`] and answers on the requester's channel. The requester waits at
+//!   [`LocalDirectory`] and answers on the requester's channel. An id not found but
+//!   minted within the last two scans (its node may not have written it yet) is asked of
+//!   every other node at once, so a connection is reachable from any node as soon as it
+//!   opens. The requester waits at
 //!   most [`DirectoryOptions::request_timeout`] (1 s) for the whole exchange. A node that
 //!   no longer listens on its channel (crashed) means the connection is gone.
 //! - `send_now` (which must not block) queues a frame for another node to a background
@@ -263,19 +266,58 @@ impl Shared {
     }
 
     async fn ask_unbounded(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DirectoryError> {
-        let node = self.locate(id).await?;
+        let node = match self.locate(id).await {
+            Ok(node) => node,
+            Err(DirectoryError::NotFound(_)) if self.may_be_unregistered(id) => return self.ask_everyone(id, op).await,
+            Err(e) => return Err(e),
+        };
+        // Its node no longer listens (crashed; its entries will expire): gone with it.
+        self.request(&node, id, op).await?.ok_or_else(|| DirectoryError::NotFound(id.clone()))
+    }
+
+    /// Whether `id` may name a connection its node has opened but not yet written to
+    /// Redis (that happens every `scan`, off the connect path): an id minted within the
+    /// last two scans, give or take the clock difference between nodes. A backend that
+    /// answers a client's first message at once asks about exactly such an id.
+    fn may_be_unregistered(&self, id: &ConnectionId) -> bool {
+        const CLOCK_SLACK_MS: i64 = 2_000;
+        let Some(created) = id.created_at_ms() else { return false };
+        let window = i64::try_from(self.options.scan.as_millis()).unwrap_or(i64::MAX).saturating_mul(2);
+        let now = crate::domain::unix_millis(std::time::SystemTime::now());
+        (now - window - CLOCK_SLACK_MS..=now + CLOCK_SLACK_MS).contains(&created)
+    }
+
+    /// Asks every other node at once, for a connection not registered yet: the node that
+    /// holds it acts and answers, the others answer `NotFound`.
+    async fn ask_everyone(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DirectoryError> {
+        let nodes = self.other_nodes().await?;
+        let asks = nodes.iter().map(|node| Box::pin(self.request(node, id, op.clone())));
+        let mut pending: Vec<_> = asks.collect();
+        while !pending.is_empty() {
+            let (answer, _, rest) = futures_util::future::select_all(pending).await;
+            pending = rest;
+            match answer? {
+                Some(Outcome::NotFound) | None => {}
+                Some(outcome) => return Ok(outcome),
+            }
+        }
+        Err(DirectoryError::NotFound(id.clone()))
+    }
+
+    /// Sends `op` on connection `id` to `node` and waits for its answer; `None` when no
+    /// one listens on that node's channel.
+    async fn request(&self, node: &str, id: &ConnectionId, op: Op) -> Result<Option<Outcome>, DirectoryError> {
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         self.pending.lock().insert(request, answer);
         let _pending = PendingGuard { shared: self, id: request };
         let message = Message::Request { id: request, from: self.node.clone(), conn: id.as_str().to_owned(), op };
         let text = serde_json::to_string(&message).map_err(unavailable)?;
-        let receivers = self.broker.send_to_node(&node, &text).await.map_err(unavailable)?;
+        let receivers = self.broker.send_to_node(node, &text).await.map_err(unavailable)?;
         if receivers == 0 {
-            // Its node no longer listens (crashed; its entries will expire): gone with it.
-            return Err(DirectoryError::NotFound(id.clone()));
+            return Ok(None);
         }
-        answered.await.map_err(|_| unavailable("the request was dropped"))
+        answered.await.map(Some).map_err(|_| unavailable("the request was dropped"))
     }
 
     /// One message from another node's directory.
@@ -353,6 +395,10 @@ impl Shared {
                     routes.insert(id.clone(), (node.clone(), Instant::now()));
                     node
                 }
+                Ok(Err(DirectoryError::NotFound(_))) if self.may_be_unregistered(&id) => {
+                    self.push_everywhere(&id, &frame).await;
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(connectionId = %id, error = %e, "connection directory: frame not forwarded");
                     return;
@@ -377,6 +423,18 @@ impl Shared {
                 tracing::debug!(connectionId = %id, node = %node, %error, "connection directory: frame not forwarded");
             }
         }
+    }
+
+    /// Forwards one `send_now` frame for a connection not registered yet to every other
+    /// node (the one holding it delivers it; for the others it names no connection). Not
+    /// remembered as a route: the next frame looks the connection up again.
+    async fn push_everywhere(&self, id: &ConnectionId, frame: &FrameText) {
+        let limit = self.options.request_timeout;
+        let message = Message::Push { conn: id.as_str().to_owned(), frame: frame.as_str().to_owned() };
+        let Ok(text) = serde_json::to_string(&message) else { return };
+        let Ok(Ok(nodes)) = tokio::time::timeout(limit, self.other_nodes()).await else { return };
+        let sends = nodes.iter().map(|node| tokio::time::timeout(limit, self.broker.send_to_node(node, &text)));
+        futures_util::future::join_all(sends).await;
     }
 
     /// Whether connection `id` is this node's (open or closing): then it is nowhere else.

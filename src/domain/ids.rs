@@ -35,6 +35,14 @@ impl ConnectionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the connection was created, in Unix milliseconds of the clock of the node that
+    /// minted the id; `None` for an id not in the `conn_<unix-ms>_<random>` form.
+    pub fn created_at_ms(&self) -> Option<i64> {
+        let rest = self.0.strip_prefix("conn_")?;
+        let (millis, _) = rest.split_once('_')?;
+        millis.parse().ok()
+    }
 }
 
 impl fmt::Display for ConnectionId {
@@ -87,5 +95,16 @@ mod tests {
         assert!(parts[1].parse::<u128>().is_ok());
         assert!(!parts[2].is_empty());
         assert_ne!(id, ConnectionId::generate());
+    }
+
+    #[test]
+    fn connection_ids_tell_when_they_were_minted() {
+        let before = unix_millis(SystemTime::now());
+        let id = ConnectionId::generate();
+        let at = id.created_at_ms().unwrap();
+        assert!(at >= before && at <= unix_millis(SystemTime::now()), "{id}");
+        for other in ["conn_x_1", "conn_12", "user_12_a", ""] {
+            assert_eq!(ConnectionId::from_external(other).created_at_ms(), None, "{other}");
+        }
     }
 }

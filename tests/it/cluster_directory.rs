@@ -49,6 +49,35 @@ async fn gateway_on(url: String) -> TestGateway {
 }
 
 #[tokio::test]
+async fn a_connection_is_reachable_from_another_node_the_moment_it_opens() {
+    // A backend that answers a client's first message at once (an API Gateway Lambda with
+    // post_to_connection) asks about a connection its node has not written to Redis yet
+    // (that happens every 500 ms): it must not be told the connection is gone.
+    let redis = Redis::start();
+    let a = cluster_node(&redis).await;
+    let b = cluster_node(&redis).await;
+    let mut alice = a.connect("alice", json!({})).await;
+    let id = alice.id();
+    let conn = ConnectionId::from_external(&id);
+
+    let (status, reply) =
+        b.http().post(&format!("/api/connections/{id}/send"), json!({"event": {"type": "first"}})).await;
+    assert_eq!((status, reply["delivered"].as_bool()), (200, Some(true)), "{reply}");
+    assert_eq!(alice.recv().await, json!({"type": "first"}));
+    assert_eq!(b.state.directory.get(&conn).await.map(|i| i.user), Ok(UserId::new("alice")));
+    // `send_now` (the sinks' replies) too.
+    assert_eq!(b.state.directory.send_now(&conn, json!({"type": "reply"}).to_string().into()), Ok(true));
+    assert_eq!(alice.recv().await, json!({"type": "reply"}));
+    // An unknown id that looks just as young is still gone, after asking every node.
+    let young = ConnectionId::generate();
+    assert_eq!(b.state.directory.get(&young).await, Err(DirectoryError::NotFound(young)));
+    let (status, _) = b.http().delete(&format!("/api/connections/{id}")).await;
+    assert_eq!(status, 204);
+    let mut before = Vec::new();
+    assert_eq!(alice.expect_close(&mut before).await, 1000);
+}
+
+#[tokio::test]
 async fn a_connection_on_one_node_is_listed_messaged_and_closed_from_another() {
     let redis = Redis::start();
     let a = cluster_node(&redis).await;
