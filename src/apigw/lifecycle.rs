@@ -68,6 +68,8 @@ pub struct ConnectRequest<'a> {
     pub remote: SocketAddr,
     /// Who the token says the client is.
     pub identity: &'a Identity,
+    /// When the connection started: its `connectedAt` in every later event and API answer.
+    pub connected_at: SystemTime,
 }
 
 /// What the `$disconnect` event tells about a closed connection.
@@ -174,6 +176,7 @@ impl Lifecycle {
         let user_agent =
             request.headers.get(axum::http::header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or_default();
         let now_ms = unix_ms(now);
+        let connected_at_ms = unix_ms(request.connected_at);
         let mut authorizer = Map::new();
         authorizer.insert("principalId".into(), Value::from(request.identity.user.as_str()));
         if request.identity.admin {
@@ -187,7 +190,7 @@ impl Lifecycle {
             event_type: "CONNECT",
             connection_id: request.connection_id,
             now_ms,
-            connected_at_ms: now_ms,
+            connected_at_ms,
             source_ip: request.remote.ip().to_string(),
             user_agent,
             domain_name: host,
@@ -300,6 +303,7 @@ mod tests {
             query: Some("token=abc&x=1&x=2"),
             remote: "203.0.113.9:5000".parse().unwrap(),
             identity: &identity,
+            connected_at: std::time::UNIX_EPOCH + Duration::from_millis(1_795_341_600_100),
         };
         let at = std::time::UNIX_EPOCH + Duration::from_millis(1_795_341_600_123);
         let event = lifecycle().connect_event(&request, at);
@@ -315,6 +319,7 @@ mod tests {
         assert_eq!(c["domainName"], "gw.example.com");
         assert_eq!(c["requestTime"], "22/Nov/2026:10:00:00 +0000");
         assert_eq!(c["requestTimeEpoch"], 1_795_341_600_123_i64);
+        assert_eq!(c["connectedAt"], 1_795_341_600_100_i64);
         assert_eq!(c["identity"], json!({"sourceIp": "203.0.113.9", "userAgent": "Mozilla/5.0"}));
         assert_eq!(c["authorizer"], json!({"principalId": "user-7", "exp": 1_900_000_000}));
         assert_eq!(event["isBase64Encoded"], false);

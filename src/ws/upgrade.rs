@@ -167,6 +167,8 @@ pub async fn ws_handler(
         }
     };
     let id = ConnectionId::generate();
+    // One start time for the `$connect` event, the API and the `$disconnect` event.
+    let connected_at = std::time::SystemTime::now();
     if let Some(lifecycle) = state.lifecycle.as_ref().filter(|l| l.has_connect()) {
         let request = ConnectRequest {
             connection_id: id.as_str(),
@@ -174,6 +176,7 @@ pub async fn ws_handler(
             query: query_text.as_deref(),
             remote,
             identity: &identity,
+            connected_at,
         };
         if let Err(refusal) = lifecycle.on_connect(&request).await {
             let status = refusal.status();
@@ -201,7 +204,8 @@ pub async fn ws_handler(
         let state = task_state;
         let limits =
             QueueLimits { frames: state.config.limits.send_queue_events, bytes: state.config.limits.send_queue_bytes };
-        let conn = ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone());
+        let mut conn = ConnectionHandle::new(id, identity.user.clone(), remote, limits, state.metrics.clone());
+        conn.connected_at = connected_at;
         let conn = Arc::new(conn.with_user_agent(&user_agent));
         state.hub.connections.insert(conn.clone());
         // Shutdown closes every registered connection; one registered just after

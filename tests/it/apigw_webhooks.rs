@@ -81,6 +81,8 @@ async fn connect_event_precedes_the_upgrade_and_disconnect_follows_the_close() {
     assert_eq!(c["disconnectStatusCode"], 1000);
     assert_eq!(c["disconnectReason"], "Client-side close frame status code '1000' and reason 'bye'");
     assert_eq!(c["authorizer"]["principalId"], "user-7");
+    // One connection, one start time, as API Gateway reports it.
+    assert_eq!(c["connectedAt"], connect["requestContext"]["connectedAt"]);
 }
 
 #[tokio::test]
