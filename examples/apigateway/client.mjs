@@ -132,15 +132,13 @@ wsClient.on('onMessage', (message) => { // demo
 wsClient.on('onconnected', (message) => console.log('demo: connected as', message.connectionId, 'user', message.userId)); // demo
 wsClient.on('onsubscribed', (message) => { // demo
   console.log('demo: subscribed to', message.topic); // demo
-  // The seed's sendMessage and notificationAck requests (docs 004, "Available Routes"), a
-  // moment later, as a user would send them. The moment matters: node A writes a new
-  // connection to the cluster's directory every 0.5 s, and until then post_to_connection
-  // on node B answers 410 GoneException (docs/apigateway.md, "The /@connections API").
-  // SEND_DELAY_MS=0 sends at once and shows it.
+  // The seed's sendMessage and notificationAck requests (docs 004, "Available Routes"), at
+  // once: the handler answers through node B, which reaches a connection of node A from
+  // the moment it opens. SEND_DELAY_MS delays them, to watch the flow more slowly.
   setTimeout(() => { // demo
     wsClient.send('sendMessage', { recipientId: 'alice', content: 'Hello, how are you?', type: 'text' }); // demo
     wsClient.send('notificationAck', { notificationId: 'notification-42' }); // demo
-  }, Number(process.env.SEND_DELAY_MS ?? 1000)); // demo
+  }, Number(process.env.SEND_DELAY_MS ?? 0)); // demo
 }); // demo
 wsClient.on('onmessageSent', (message) => console.log('demo: messageSent', JSON.stringify(message.data))); // demo
 wsClient.on('onackConfirmed', (message) => console.log('demo: ackConfirmed', JSON.stringify(message.data))); // demo
