@@ -10,9 +10,10 @@ connectionId from the `connected` frame, then calls boto3's
 
 1. serial:  one client, --calls calls one after another;
 2. threads: --threads threads with one client each, --calls calls in all;
-3. null:    the same serial loop against a local do-nothing HTTP server (a subprocess
-            answering 200 to every POST), so boto3's own cost per call (building,
-            signing, parsing: about a millisecond) is told apart from the server's.
+3. null:    the same serial loop against a local do-nothing HTTP server (a subprocess,
+            a raw asyncio protocol answering an empty 200 to every request), so boto3's
+            own cost per call (building, signing, parsing: about a millisecond) is told
+            apart from the server's. Every phase also reports this process's CPU per call.
 
 Each phase reports calls/s and latency p50/p99 of the call, and (1, 2) the end-to-end
 latency (body built -> frame read by the receiver) and whether every 200 arrived exactly
@@ -26,7 +27,7 @@ Needs boto3 and websockets (pip install boto3 websockets).
 """
 
 import argparse
-import http.server
+import asyncio
 import json
 import os
 import statistics
@@ -206,10 +207,10 @@ def run_phase(args, endpoint, connection_id, counter, threads, calls):
     for w in workers:
         w.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for w in workers:
         w.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     measured_ok = sum(1 for seq in phase.ok if seq >= first_seq)
     return phase, {
         "threads": threads,
@@ -220,6 +221,8 @@ def run_phase(args, endpoint, connection_id, counter, threads, calls):
         "p50_ms": ms(percentile(phase.latency_ns, 0.50)),
         "p99_ms": ms(percentile(phase.latency_ns, 0.99)),
         "mean_ms": ms(statistics.fmean(phase.latency_ns)) if phase.latency_ns else None,
+        # This process's CPU (boto3, and the receiver thread while it runs) per call.
+        "client_cpu_ms_per_call": cpu * 1e3 / calls,
         "first_seq": first_seq,
     }
 
@@ -244,29 +247,46 @@ def delivery(receiver, phase, stats, expected_total):
 # --- the do-nothing server -----------------------------------------------------------------
 
 
-class NullHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as boto3's connection pool expects
+class NullProtocol(asyncio.Protocol):
+    """Answers every HTTP/1.1 request on the connection with an empty 200, keep-alive.
 
-    def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+    A raw asyncio protocol rather than http.server: http.server's own cost per request
+    (a few hundred µs) would be counted as boto3's."""
 
-    def log_message(self, *args):
-        pass
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data):
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower()
+            length = 0
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                length = int(head[at + len(b"\r\ncontent-length:") :].split(b"\r\n", 1)[0])
+            total = end + 4 + length
+            if len(self.buffer) < total:
+                return
+            self.buffer = self.buffer[total:]
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
 def serve_null(cpu):
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NullHandler)
-    print(server.server_address[1], flush=True)
-    # Ends when the parent closes our stdin (or kills us).
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(NullProtocol, "127.0.0.1", 0)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        # Ends when the parent closes our stdin (or kills us).
+        await loop.run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(serve())
 
 
 def null_phase(args):
@@ -347,6 +367,7 @@ def main():
         line = (
             f"{name:8} {s['threads']:2} thread(s) {s['ok']:6}/{s['calls']} ok  {show(s['calls_per_s'], '{:.0f}')} calls/s"
             f"  call p50 {show(s['p50_ms'])} ms p99 {show(s['p99_ms'])} ms"
+            f"  client CPU {show(s['client_cpu_ms_per_call'])} ms/call"
         )
         if "lost" in s:
             line += f"  e2e p50 {show(s['e2e_p50_ms'])} ms p99 {show(s['e2e_p99_ms'])} ms  lost {s['lost']} dup {s['duplicates']}"
