@@ -10,10 +10,15 @@
 //! publishes sent to another one (`--publish-server C`): the run then measures delivery
 //! across nodes, with the same latency, loss and offset checks as on one server.
 //!
+//! `signalbox-bench apigw-post` ([`apigw`]) measures the API Gateway management API
+//! instead: `POST /@connections/{id}` (boto3's `post_to_connection`) from keep-alive HTTP
+//! clients, signed with SigV4 or an API key, to WebSocket receivers.
+//!
 //! It owns the client and publisher sides of a run, the `/proc` readings of the server
 //! under test, and the report. It never touches the gateway's internals: it measures
 //! Signalbox and the peer servers in `bench/peers/` the same way.
 
+pub mod apigw;
 mod client;
 mod procstat;
 mod publisher;
