@@ -45,6 +45,9 @@ pub fn router(state: AppState) -> Router {
     let management = Router::new()
         .route("/@connections/{id}", any(crate::apigw::management::handle))
         .route("/{stage}/@connections/{id}", any(crate::apigw::management::handle))
+        // The same with `@` percent-encoded, as some signing tools (awscurl) send it.
+        .route("/%40connections/{id}", any(crate::apigw::management::handle))
+        .route("/{stage}/%40connections/{id}", any(crate::apigw::management::handle))
         .layer(DefaultBodyLimit::max(state.config.apigw.max_post_size));
     Router::new()
         .merge(management)

@@ -430,7 +430,13 @@ async fn unknown_ids_are_gone_and_percent_encoded_ids_are_decoded() {
     // SigV4 over the path exactly as sent: botocore's signer on `/@connections/conn%5F…`
     // (canonical path double-encoded, `%255F`), and on the plain path as a control.
     let mut boto3 = Driver::start(Sdk::Boto3, &base).await;
-    for path in [format!("/@connections/{}", encoded(&id)), format!("/prod/@connections/{}", encoded(&id))] {
+    // `@` itself percent-encoded too, as awscurl sends it.
+    for path in [
+        format!("/@connections/{}", encoded(&id)),
+        format!("/prod/@connections/{}", encoded(&id)),
+        format!("/%40connections/{id}"),
+        format!("/prod/%40connections/{}", encoded(&id)),
+    ] {
         let signed = boto3.call(json!({"op": "signed-path", "id": id, "path": path, "data": "signed encoded"})).await;
         assert_eq!(signed["status"], 200, "{path}: {signed}");
         expect_text(&mut bob, "signed encoded").await;
