@@ -13,7 +13,7 @@ WORKDIR /build
 
 # Dependencies first, in a layer that only the manifests and Cargo.lock invalidate: build them
 # against a placeholder crate. Cargo.toml is a workspace: the server package declares a test
-# and two benches, and the load generator (crates/signalbox-bench) is a member whose manifest
+# and three benches, and the load generator (crates/signalbox-bench) is a member whose manifest
 # cargo reads to load the workspace, so their files get placeholders too, or the manifests
 # do not load. Only the server is built (-p signalbox --bin signalbox): the load generator
 # and its dependencies (histograms, plots, progress bars) never enter the image.
@@ -23,7 +23,7 @@ RUN mkdir -p src benches tests/it crates/signalbox-bench/src \
  && printf 'fn main() {}\n' > src/main.rs \
  && : > src/lib.rs \
  && : > crates/signalbox-bench/src/lib.rs \
- && for f in benches/hot_path.rs benches/outbox.rs tests/it/main.rs crates/signalbox-bench/src/main.rs; do printf 'fn main() {}\n' > "$f"; done \
+ && for f in benches/hot_path.rs benches/outbox.rs benches/sigv4.rs tests/it/main.rs crates/signalbox-bench/src/main.rs; do printf 'fn main() {}\n' > "$f"; done \
  && cargo build --release --locked -p signalbox --bin signalbox \
  && rm -rf src
 
