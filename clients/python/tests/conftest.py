@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,10 +30,12 @@ def signalbox_bin() -> str:
     return path
 
 
-def gateway_env() -> dict:
+def gateway_env(broker: Optional[str] = None) -> dict:
     env = dict(os.environ)
     env.pop("SIGNALBOX_CONFIG", None)
     env.pop("SIGNALBOX_BROKER", None)
+    if broker is not None:
+        env["SIGNALBOX_BROKER"] = broker
     env["SIGNALBOX_JWT_SECRET"] = JWT_SECRET
     env["SIGNALBOX_API_KEYS"] = API_KEY
     env.setdefault("RUST_LOG", "warn")
@@ -42,8 +45,9 @@ def gateway_env() -> dict:
 class Gateway:
     """One `signalbox serve` process; can be stopped and started again on the same port."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker: Optional[str] = None) -> None:
         self.bin = signalbox_bin()
+        self.broker = broker
         self.proc: Optional[subprocess.Popen] = None
         self.addr: Optional[str] = None
         self._lines: List[str] = []
@@ -59,7 +63,7 @@ class Gateway:
     def start(self, listen: str = "127.0.0.1:0", timeout: float = 15.0) -> "Gateway":
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--listen", listen],
-            env=gateway_env(),
+            env=gateway_env(self.broker),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -124,6 +128,70 @@ def own_gateway() -> Iterator[Gateway]:
     gw = Gateway().start()
     yield gw
     gw.stop()
+
+
+class Redis:
+    """A throwaway redis-server on a free loopback port, which a test may kill and restart."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "redis-server is missing (the broker-unavailable retry tests need it); "
+                "run: apt-get install -y redis-server",
+                pytrace=False,
+            )
+        self.bin = binary
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> "Redis":
+        self.proc = subprocess.Popen(
+            [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart_later(self, delay: float) -> threading.Thread:
+        def run() -> None:
+            time.sleep(delay)
+            self.start()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+
+@pytest.fixture
+def redis_gateway() -> Iterator["tuple[Redis, Gateway]"]:
+    """A gateway on the Redis broker, and its Redis (which the test may stop)."""
+    redis = Redis().start()
+    gw = Gateway(broker=redis.url)
+    try:
+        gw.start()
+        yield redis, gw
+    finally:
+        gw.stop()
+        redis.stop()
 
 
 def free_port() -> int:
