@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -95,3 +96,23 @@ def test_async_get_retried_and_publish_fails_fast(own_gateway: Gateway) -> None:
             await asyncio.to_thread(restarted.join)
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_timeout_is_a_signalbox_error_and_retried_within_bounds() -> None:
+    # A listener that accepts connections and never answers (the kernel completes the
+    # handshake from the backlog): every request times out.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = "http://127.0.0.1:%d" % silent.getsockname()[1]
+        with Client(url, api_key=API_KEY, timeout=0.2, retries=0) as sb:
+            with pytest.raises(SignalboxError) as err:
+                sb.topic("job:t")
+        assert err.value.code == "TIMEOUT" and err.value.status is None
+        with Client(url, api_key=API_KEY, timeout=0.2, retries=2, backoff=0.01) as sb:
+            start = time.monotonic()
+            with pytest.raises(SignalboxError) as err:
+                sb.history("job:t")
+            elapsed = time.monotonic() - start
+        assert err.value.code == "TIMEOUT"
+        assert 0.55 <= elapsed < 2.0  # three attempts of 0.2 s each
