@@ -60,7 +60,9 @@ def test_async_batch_and_get_on_503(redis_gateway: Tuple[Redis, Gateway]) -> Non
     redis, gw = redis_gateway
 
     async def scenario() -> None:
-        async with AsyncClient(gw.url, api_key=API_KEY, timeout=5, retry_publish=True, **RETRY) as sb:
+        async with AsyncClient(
+            gw.url, api_key=API_KEY, timeout=5, retry_publish=True, **RETRY
+        ) as sb:
             redis.stop()
             restarted = redis.restart_later(RESTART_AFTER)
             answer = await sb.publish_batch(

@@ -58,7 +58,11 @@ def test_opted_in_publish_is_retried(own_gateway: Gateway) -> None:
 def test_retries_are_bounded_in_time(own_gateway: Gateway) -> None:
     own_gateway.stop()
     with Client(
-        own_gateway.url, api_key=API_KEY, retries=1000, backoff=0.05, max_backoff=0.1,
+        own_gateway.url,
+        api_key=API_KEY,
+        retries=1000,
+        backoff=0.05,
+        max_backoff=0.1,
         retry_deadline=0.5,
     ) as sb:
         start = time.monotonic()

@@ -53,9 +53,7 @@ def test_publish_reaches_subscriber_with_offset(gateway: Gateway, sb: Client) ->
         first = sb.publish(topic, {"type": "progress_update", "progress": 10})
         second = sb.publish(topic, {"type": "progress_update", "progress": 20})
         assert first["topic"] == topic and first["offset"] == 1
-        assert first["results"] == [
-            {"topic": topic, "offset": 1, "epoch": first["epoch"]}
-        ]
+        assert first["results"] == [{"topic": topic, "offset": 1, "epoch": first["epoch"]}]
         assert second["offset"] == 2 and second["epoch"] == first["epoch"]
         got = [recv(ws), recv(ws)]
     assert [(e["topic"], e["offset"], e["progress"]) for e in got] == [
@@ -120,9 +118,10 @@ def test_presence(gateway: Gateway, sb: Client) -> None:
 def test_connections_filtered(gateway: Gateway, sb: Client) -> None:
     topic = unique()
     user = unique("user").split(":")[1]
-    with open_ws(gateway, user, topic) as (ws1, hello1), open_ws(
-        gateway, user + "_other"
-    ) as (ws2, hello2):
+    with open_ws(gateway, user, topic) as (ws1, hello1), open_ws(gateway, user + "_other") as (
+        ws2,
+        hello2,
+    ):
         mine = sb.connections(user=user)["connections"]
         assert [c["connectionId"] for c in mine] == [hello1["connectionId"]]
         c = mine[0]
@@ -174,7 +173,10 @@ def test_publish_batch(gateway: Gateway, sb: Client) -> None:
         assert results[0] == {"topic": topic, "offset": 1, "epoch": results[0]["epoch"]}
         assert results[1]["error"]["code"] == "VALIDATION_ERROR"
         assert results[2]["error"]["code"] == "VALIDATION_ERROR"
-        assert [(r["topic"], r["offset"]) for r in results[3]["results"]] == [(topic, 2), (other, 1)]
+        assert [(r["topic"], r["offset"]) for r in results[3]["results"]] == [
+            (topic, 2),
+            (other, 1),
+        ]
         got = [recv(ws), recv(ws)]
     assert [(e["type"], e["offset"]) for e in got] == [("progress_update", 1), ("done", 2)]
     assert sb.topic(other)["state"]["type"] == "done"

@@ -90,9 +90,7 @@ def check_offset(value: Any, what: str, minimum: int) -> int:
 
 def check_connection_id(connection_id: Any) -> str:
     if not isinstance(connection_id, str) or not connection_id:
-        raise validation_error(
-            f"connection_id must be a non-empty string, got {connection_id!r}"
-        )
+        raise validation_error(f"connection_id must be a non-empty string, got {connection_id!r}")
     return connection_id
 
 
@@ -143,9 +141,7 @@ def topic_call(topic: Any) -> Call:
 
 
 def presence_call(topic: Any) -> Call:
-    return Call(
-        "GET", f"/api/topics/{topic_path(check_topic(topic))}/presence", idempotent=True
-    )
+    return Call("GET", f"/api/topics/{topic_path(check_topic(topic))}/presence", idempotent=True)
 
 
 def history_call(topic: Any, since: Any, limit: Any, epoch: Any) -> Call:

@@ -177,7 +177,8 @@ class AsyncClient:
         (``POST /api/broadcast``). Retried only with ``retry_publish=True``, as
         :meth:`publish`."""
         return cast(
-            PublishResponse, await self._run(_core.broadcast_call(event, retain), self.retry_publish)
+            PublishResponse,
+            await self._run(_core.broadcast_call(event, retain), self.retry_publish),
         )
 
     async def publish_batch(self, items: Sequence[BatchItem]) -> BatchResponse:
@@ -281,7 +282,9 @@ class AsyncClient:
 
     # --- connections --------------------------------------------------------------------
 
-    async def connections(self, user: Optional[str] = None, topic: Optional[str] = None) -> ConnectionList:
+    async def connections(
+        self, user: Optional[str] = None, topic: Optional[str] = None
+    ) -> ConnectionList:
         """The open connections, oldest first, optionally only a user's and/or only those
         holding a topic (``GET /api/connections``). Retried on 503 and connection
         errors."""

@@ -204,9 +204,7 @@ class Client:
         The first request itself is retried only with ``retry_publish=True``.
         """
         checked = _core.batch_items(items)
-        response = cast(
-            Dict[str, Any], self._run(_core.batch_call(checked), self.retry_publish)
-        )
+        response = cast(Dict[str, Any], self._run(_core.batch_call(checked), self.retry_publish))
         results: List[Any] = list(response.get("results", []))
         if len(results) != len(checked):
             return cast(BatchResponse, response)
@@ -278,7 +276,9 @@ class Client:
 
     # --- connections --------------------------------------------------------------------
 
-    def connections(self, user: Optional[str] = None, topic: Optional[str] = None) -> ConnectionList:
+    def connections(
+        self, user: Optional[str] = None, topic: Optional[str] = None
+    ) -> ConnectionList:
         """The open connections, oldest first, optionally only a user's and/or only those
         holding a topic (``GET /api/connections``). Retried on 503 and connection
         errors."""
