@@ -163,7 +163,7 @@ fn authorize(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, 
     if state.config.dev {
         return Ok(());
     }
-    if let Some(key) = bearer(headers) {
+    if let Some(key) = crate::ws::upgrade::bearer(headers) {
         if state.api_keys.verify(key) {
             return Ok(());
         }
@@ -179,12 +179,6 @@ fn authorize(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap, 
             Err(AwsError::forbidden())
         }
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 fn directory_error(error: DirectoryError) -> AwsError {

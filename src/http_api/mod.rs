@@ -14,7 +14,6 @@ mod topics;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get, post};
@@ -75,13 +74,7 @@ async fn count_errors(State(state): State<AppState>, request: Request, next: Nex
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     if !state.config.dev {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim());
+        let presented = crate::ws::upgrade::bearer(request.headers());
         match presented {
             None => return Err(ApiError::Unauthenticated("missing Authorization: Bearer <api key>".into())),
             Some(key) if !state.api_keys.verify(key) => {

@@ -87,7 +87,10 @@ pub(crate) fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<()
     if allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) { Ok(()) } else { Err("origin not allowed") }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive,
+/// token trimmed); `None` without one. Shared by every route that takes a bearer: the
+/// upgrade, `/api/*` and `/@connections`.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
