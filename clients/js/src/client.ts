@@ -98,6 +98,12 @@ const FINAL_CLOSE_CODES = new Set([1000, 1008]);
 const TOKEN_EXPIRED = 4001;
 /** What a locally abandoned socket (no pong, connect timeout) is reported as: network loss. */
 const ABNORMAL_CLOSURE = 1006;
+/** Close code of a slow consumer (its send queue overflowed). */
+const SLOW_CONSUMER = 4008;
+/** A `4008` this soon after `connected` counts as a failed catch-up. */
+const QUICK_CUT_MS = 10_000;
+/** After this many failed catch-ups in a row, topics are subscribed afresh (with `resync`). */
+const MAX_QUICK_CUTS = 3;
 
 interface Pending {
   onReply(frame: Frame): void;
@@ -127,6 +133,10 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
   private state: State = "idle";
   private socket: WebSocketLike | null = null;
   private attempt = 0;
+  /** When the current connection was accepted (for telling a failed catch-up from a slow reader). */
+  private connectedAt = 0;
+  /** `4008` closes in a row that came soon after connecting. */
+  private quickCuts = 0;
   private nextRequest = 0;
   private readonly pending = new Map<string, Pending>();
   private readonly waiters = new Set<Waiter>();
@@ -387,6 +397,7 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
       finalError = new SignalboxError("AUTHENTICATION_ERROR", "the token expired (4001) and no token provider was given");
     }
     if (wasOpen) this.emit("disconnected", { code, reason, willReconnect });
+    if (willReconnect) this.countSlowCut(code, wasOpen);
     if (!willReconnect) {
       this.state = "idle";
       this.failWaiters(new SignalboxError(ClientErrorCode.Closed, `the gateway closed the connection (${code})`));
@@ -395,6 +406,35 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     }
     this.state = "connecting";
     this.scheduleReconnect();
+  }
+
+  /**
+   * A resume replays everything missed in one go; when that is more than the gateway's send
+   * queue holds (large events, a long absence), every resume is cut with `4008` again. After
+   * three such cuts in a row the topics are subscribed afresh: the application gets `resync`
+   * instead of a reconnect loop.
+   */
+  private countSlowCut(code: number, wasOpen: boolean): void {
+    if (code !== SLOW_CONSUMER || !wasOpen) {
+      if (wasOpen) this.quickCuts = 0;
+      return;
+    }
+    this.quickCuts = Date.now() - this.connectedAt < QUICK_CUT_MS ? this.quickCuts + 1 : 1;
+    if (this.quickCuts < MAX_QUICK_CUTS) return;
+    this.quickCuts = 0;
+    for (const topic of this.topics.values()) {
+      if (topic.since() === undefined) continue;
+      topic.resyncOwed = true;
+      topic.epoch = undefined;
+      topic.lastOffset = undefined;
+    }
+    this.emit(
+      "error",
+      new SignalboxError(
+        ClientErrorCode.SlowConsumer,
+        `closed with 4008 ${MAX_QUICK_CUTS} times in a row while catching up: what was missed does not fit the gateway's send queue, so topics are subscribed afresh (resync follows)`,
+      ),
+    );
   }
 
   private giveUp(error: SignalboxError): void {
@@ -424,6 +464,7 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     };
     this.state = "open";
     this.attempt = 0;
+    this.connectedAt = Date.now();
     for (const waiter of [...this.waiters]) waiter.resolve();
     this.waiters.clear();
     this.emit("connected", { ...this.connection });

@@ -5,7 +5,7 @@
  * `AUTHORIZATION_ERROR`, `VALIDATION_ERROR`, `UNKNOWN_ACTION`, `PAYLOAD_TOO_LARGE`,
  * `RATE_LIMIT_EXCEEDED`, `SINK_UNAVAILABLE`, `BROKER_UNAVAILABLE`, `INTERNAL_ERROR`); the
  * client adds its own for what never reached a reply (`TIMEOUT`, `DISCONNECTED`, `CLOSED`,
- * `TOKEN_PROVIDER_ERROR`, `BAD_FRAME`).
+ * `TOKEN_PROVIDER_ERROR`, `BAD_FRAME`, `SLOW_CONSUMER`).
  */
 export class SignalboxError extends Error {
   /** A gateway error code, or one of the client's own (see the class doc). */
@@ -41,6 +41,8 @@ export const ClientErrorCode = {
   TokenProvider: "TOKEN_PROVIDER_ERROR",
   /** The gateway sent a frame that is not JSON. */
   BadFrame: "BAD_FRAME",
+  /** Resumes kept being cut with 4008 (the replay overflows the send queue): topics were subscribed afresh. */
+  SlowConsumer: "SLOW_CONSUMER",
   /** A bad argument to a client method (the gateway's own code for the same mistake). */
   Validation: "VALIDATION_ERROR",
 } as const;

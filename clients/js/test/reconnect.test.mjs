@@ -158,6 +158,42 @@ describe("on one gateway", () => {
     assert.deepEqual(seen.subscribed.map((s) => s.recovered), [false, true]);
   });
 
+  test("when every resume overflows the send queue again, topics are subscribed afresh with resync", async (t) => {
+    const sockets = [];
+    class Tracked extends WebSocket {
+      constructor(url) {
+        super(url);
+        sockets.push(this);
+      }
+    }
+    const topic = "job:huge";
+    const sb = new Signalbox({ url: gateway.wsUrl, token: () => mintToken({ topics: ["job:*"] }), WebSocket: Tracked, reconnect: fast });
+    t.after(() => sb.close());
+    const errors = [];
+    sb.on("error", (e) => errors.push(e.code));
+    const seen = watch(sb, topic);
+    await until(() => seen.subscribed.length === 1, "the first subscribe");
+    const cutsBefore = await slowConsumerCuts(gateway);
+    sockets[0].pause();
+    const blob = "x".repeat(30_000);
+    let n = 0;
+    while ((await slowConsumerCuts(gateway)) === cutsBefore) {
+      await gateway.publish(topic, { type: "chunk", n: ++n, blob });
+      assert.ok(n < 5_000, "the gateway never cut the paused reader");
+    }
+    // 300 KB missed: more than the 64 KiB send queue, so every resume's replay overflows it.
+    for (let k = 0; k < 10; k += 1) await gateway.publish(topic, { type: "chunk", n: ++n, blob }, k === 9);
+    sockets[0].resume();
+    await until(() => seen.resyncs.length === 1, () => `the resync: ${JSON.stringify({ ...seen, errors })}`, 30_000);
+    assert.deepEqual(seen.disconnects, [4008, 4008, 4008]);
+    assert.ok(errors.includes("SLOW_CONSUMER"), `errors: ${errors}`);
+    assert.equal(seen.resyncs[0].state.n, n, "the retained state");
+    await gateway.publish(topic, { type: "chunk", n: n + 1, small: true });
+    await until(() => seen.offsets.at(-1) === n + 1, "the live event after the resync");
+    const offsets = seen.offsets;
+    assert.deepEqual(offsets, [...new Set(offsets)].sort((a, b) => a - b), "no duplicate, in order");
+  });
+
   test("refreshes the token before it expires: the connection never drops", async (t) => {
     let issued = 0;
     const sb = new Signalbox({
