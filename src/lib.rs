@@ -29,6 +29,7 @@
 //!
 //! Data flow and invariants: see `ARCHITECTURE.md`.
 
+pub mod admin;
 pub mod apigw;
 pub mod app;
 pub mod auth;

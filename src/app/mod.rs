@@ -64,6 +64,8 @@ pub struct Gateway {
     broker: BrokerKind,
     /// With the Redis broker: the cluster directory, for its background tasks.
     cluster_directory: Option<Arc<RedisDirectory>>,
+    /// The admin dashboard, when `[admin] password` is set.
+    admin: Option<Arc<crate::admin::Admin>>,
 }
 
 impl Gateway {
@@ -121,6 +123,15 @@ impl Gateway {
         }
         let lifecycle =
             crate::apigw::Lifecycle::new(&config.apigw, metrics.clone()).map_err(BuildError::Lifecycle)?.map(Arc::new);
+        let admin = config.admin.enabled().then(|| {
+            let (node, cluster): (String, Option<Arc<dyn crate::admin::ClusterStats>>) = match &kind {
+                BrokerKind::Redis(redis) => {
+                    (redis.node_id().to_owned(), Some(Arc::new(crate::cluster::RedisClusterStats::new(redis.clone()))))
+                }
+                BrokerKind::Memory(_) => ("local".to_owned(), None),
+            };
+            Arc::new(crate::admin::Admin::new(&config.admin, node, cluster))
+        });
         let state = AppState::new(
             config,
             hub,
@@ -136,7 +147,7 @@ impl Gateway {
             let store = crate::socketio::recovery::RedisStore::new(redis.store().conn());
             state.socketio.use_store(Arc::new(store));
         }
-        Ok(Self { state, broker: kind, cluster_directory })
+        Ok(Self { state, broker: kind, cluster_directory, admin })
     }
 
     /// The shared state (for tests and embedding).
@@ -161,7 +172,11 @@ impl Gateway {
         // Deregisters this node's connections when `state.shutdown` is cancelled.
         let directory_task = self.cluster_directory.map(|d| tokio::spawn(d.run(state.shutdown.clone())));
         let stop_accepting = CancellationToken::new();
-        let router = crate::http_api::router(state.clone());
+        let mut router = crate::http_api::router(state.clone());
+        if let Some(admin) = self.admin {
+            tokio::spawn(admin.clone().run_sampler(state.clone(), state.shutdown.clone()));
+            router = router.merge(crate::admin::router(admin, state.clone()));
+        }
         // Ready before the first accept: the binary prints its "listening" line before
         // calling `serve`, and a client connecting right after it must not get a 503.
         state.mark_started();

@@ -14,5 +14,7 @@
 //! and never hold a lock across an await.
 
 pub mod directory;
+pub mod stats;
 
 pub use directory::{DirectoryOptions, RedisDirectory};
+pub use stats::RedisClusterStats;

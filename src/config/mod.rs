@@ -116,6 +116,8 @@ pub struct Config {
     pub actions: BTreeMap<String, String>,
     /// AWS API Gateway compatibility (`[apigw]`): `/@connections` and lifecycle webhooks.
     pub apigw: ApiGatewayConfig,
+    /// The admin dashboard (`[admin]`), off unless a password is set.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -141,6 +143,7 @@ impl Default for Config {
             routes: Vec::new(),
             actions: BTreeMap::new(),
             apigw: ApiGatewayConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -363,6 +366,44 @@ pub struct SocketIoConfig {
     /// come back with every missed event; zero (the default, as in Socket.IO) = off.
     #[serde(with = "humantime_serde")]
     pub recovery: Duration,
+}
+
+/// The admin dashboard at `/admin` (SPEC §11).
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The dashboard's password (`SIGNALBOX_ADMIN_PASSWORD`); empty (the default) turns
+    /// `/admin` off: every path under it answers 404.
+    pub password: String,
+    /// How long a login lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Failed logins allowed per client IP per minute (and ten times that from all IPs).
+    pub login_attempts_per_minute: u32,
+}
+
+impl AdminConfig {
+    /// Whether the dashboard is on.
+    pub fn enabled(&self) -> bool {
+        !self.password.is_empty()
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { password: String::new(), session_ttl: Duration::from_secs(12 * 3600), login_attempts_per_minute: 10 }
+    }
+}
+
+// Never print the password (configuration dumps and logs use Debug).
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("password", &if self.enabled() { "<set>" } else { "<empty>" })
+            .field("session_ttl", &self.session_ttl)
+            .field("login_attempts_per_minute", &self.login_attempts_per_minute)
+            .finish()
+    }
 }
 
 /// AWS API Gateway compatibility: the management API at `/@connections/{id}` and the

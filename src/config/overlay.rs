@@ -37,6 +37,7 @@ pub const ALIASES: &[(&str, &[&str])] = &[
     ("SIGNALBOX_JWT_AUDIENCE", &["auth", "jwt_audience"]),
     ("SIGNALBOX_API_KEYS", &["auth", "api_keys"]),
     ("SIGNALBOX_APIGW_CREDENTIALS", &["apigw", "credentials"]),
+    ("SIGNALBOX_ADMIN_PASSWORD", &["admin", "password"]),
     ("SIGNALBOX_LOG", &["log", "level"]),
     ("SIGNALBOX_LOG_FORMAT", &["log", "format"]),
 ];

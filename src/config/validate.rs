@@ -1,6 +1,7 @@
 //! Checks run before any port is bound; each error names its setting.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{Config, ConfigError};
 
@@ -74,7 +75,26 @@ impl Config {
             }
         }
         self.validate_apigw()?;
+        self.validate_admin()?;
         self.validate_routing()
+    }
+
+    /// `[admin]`: a password long enough to face the network, a session that lasts.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let a = &self.admin;
+        if a.enabled() && a.password.chars().count() < 12 {
+            return Err(ConfigError::invalid(
+                "admin.password (SIGNALBOX_ADMIN_PASSWORD)",
+                "must be at least 12 characters",
+            ));
+        }
+        if a.session_ttl < Duration::from_secs(60) {
+            return Err(ConfigError::invalid("admin.session_ttl", "must be at least 1m"));
+        }
+        if a.login_attempts_per_minute == 0 {
+            return Err(ConfigError::invalid("admin.login_attempts_per_minute", "must be more than 0"));
+        }
+        Ok(())
     }
 
     /// `[apigw]`: the webhook URLs, the timeout and the POST bound.

@@ -16,7 +16,7 @@ use super::ApiError;
 use super::error::{ApiJson, ApiPath, ApiQuery};
 use crate::broker::BrokerError;
 use crate::domain::{ConnectionId, Event, Topic};
-use crate::hub::{CloseReason, ConnectionFilter, DirectoryError};
+use crate::hub::{CloseReason, ConnectionFilter, ConnectionInfo, DirectoryError};
 use crate::state::AppState;
 
 /// Filters of the connection list.
@@ -33,25 +33,22 @@ pub async fn list(State(state): State<AppState>, ApiQuery(q): ApiQuery<ListQuery
         None => None,
     };
     let filter = ConnectionFilter { user: q.user, topic };
-    let connections: Vec<Value> = state
-        .directory
-        .list(&filter)
-        .await
-        .map_err(|e| directory_error(e, ""))?
-        .iter()
-        .map(|c| {
-            let connected_at = OffsetDateTime::from(c.connected_at).format(&Rfc3339).unwrap_or_default();
-            json!({
-                "connectionId": c.id.as_str(),
-                "userId": c.user.as_str(),
-                "topics": c.topics,
-                "connectedAt": connected_at,
-                "remoteAddr": c.remote.to_string(),
-                "protocol": c.protocol,
-            })
-        })
-        .collect();
+    let connections: Vec<Value> =
+        state.directory.list(&filter).await.map_err(|e| directory_error(e, ""))?.iter().map(describe).collect();
     Ok(Json(json!({"connections": connections})))
+}
+
+/// One connection as the API lists it.
+pub(crate) fn describe(c: &ConnectionInfo) -> Value {
+    let connected_at = OffsetDateTime::from(c.connected_at).format(&Rfc3339).unwrap_or_default();
+    json!({
+        "connectionId": c.id.as_str(),
+        "userId": c.user.as_str(),
+        "topics": c.topics,
+        "connectedAt": connected_at,
+        "remoteAddr": c.remote.to_string(),
+        "protocol": c.protocol,
+    })
 }
 
 /// Sends one event frame to one connection.
@@ -82,7 +79,7 @@ pub async fn close(State(state): State<AppState>, ApiPath(id): ApiPath<String>) 
 }
 
 /// The API's answer to a directory error about connection `id` (as the client wrote it).
-fn directory_error(error: DirectoryError, id: &str) -> ApiError {
+pub(crate) fn directory_error(error: DirectoryError, id: &str) -> ApiError {
     match error {
         DirectoryError::NotFound(_) => ApiError::NotFound(format!("no open connection {id}")),
         // The directory's store is the cluster's broker (Redis): the same 503 as a publish.

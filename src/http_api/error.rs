@@ -97,14 +97,21 @@ pub async fn method_not_allowed(method: Method) -> ApiError {
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+// Generic over the router's state, so routers whose state contains the gateway's (the
+// admin dashboard's) mount the same handlers.
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    AppState: axum::extract::FromRef<S>,
+    T: DeserializeOwned,
+{
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(request.headers()) {
             return Err(ApiError::Validation("the body must be JSON with Content-Type: application/json".into()));
         }
-        let limit = state.config.limits.max_api_body_size;
+        let limit = <AppState as axum::extract::FromRef<S>>::from_ref(state).config.limits.max_api_body_size;
         let body = Bytes::from_request(request, state).await.map_err(|e| body_error(&e, limit))?;
         serde_json::from_slice(&body).map(Self).map_err(|e| {
             ApiError::Validation(if e.is_data() { format!("invalid body: {e}") } else { describe_json_error(&e) })

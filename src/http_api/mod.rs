@@ -6,10 +6,10 @@
 //! reaches topics and connections only through the hub; it must never name a broker.
 
 mod batch;
-mod connections;
+pub(crate) mod connections;
 mod error;
 mod ops;
-mod publish;
+pub(crate) mod publish;
 mod topics;
 
 use axum::Router;
@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get, post};
 
-pub use error::ApiError;
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 use crate::state::AppState;
 

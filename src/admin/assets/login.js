@@ -1,0 +1,1 @@
+/* placeholder: the dashboard front-end lands with the admin-ui branch */
