@@ -25,16 +25,21 @@ import {
 import { Subscription, TopicState, type SubscriptionOwner } from "./subscription.js";
 import { obtainToken, refreshDelay, tokenExpiresAt, type TokenSource } from "./token.js";
 
-/** The part of the WebSocket API the client uses (browsers' `WebSocket`, or `ws` on Node). */
+/**
+ * The part of the WebSocket API the client uses (browsers' `WebSocket`, or `ws` on Node).
+ * The handlers take `any` so both implementations' own event types fit.
+ */
 export interface WebSocketLike {
   readonly readyState: number;
   binaryType?: string;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: { data: any }) => void) | null;
   onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onerror: ((event: any) => void) | null;
+  /* eslint-enable @typescript-eslint/no-explicit-any */
 }
 
 /** A WebSocket constructor: `globalThis.WebSocket`, or `WebSocket` from the `ws` package. */
@@ -64,6 +69,8 @@ export interface SignalboxOptions {
 export interface SubscribeOptions {
   /** Only events whose fields match (SPEC §5). Every `subscribe()` of one topic must use the same filters. */
   filters?: Filters;
+  /** Resume from a position kept across page loads (from `positions()`); used when this client does not hold the topic yet. */
+  since?: { offset: number; epoch: string };
 }
 
 /** Options of `request()`. */
@@ -133,6 +140,8 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
   private state: State = "idle";
   private socket: WebSocketLike | null = null;
   private attempt = 0;
+  /** Bumped by every connect attempt, `connect()` and `close()`: a stale attempt's callbacks do nothing. */
+  private generation = 0;
   /** When the current connection was accepted (for telling a failed catch-up from a slow reader). */
   private connectedAt = 0;
   /** `4008` closes in a row that came soon after connecting. */
@@ -194,11 +203,12 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     if (this.state === "closed") return;
     const wasOpen = this.state === "open";
     this.state = "closed";
+    this.generation += 1;
     this.clearTimers();
     const socket = this.detachSocket();
     socket?.close(1000, "client closed");
     this.failPending(new SignalboxError(ClientErrorCode.Closed, "the client was closed"));
-    for (const topic of this.topics.values()) topic.phase = "idle";
+    for (const topic of this.topics.values()) topic.reset();
     if (wasOpen) this.emit("disconnected", { code: 1000, reason: "client closed", willReconnect: false });
   }
 
@@ -211,24 +221,48 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     checkTopic(topic);
     if (typeof handler !== "function") throw invalid("subscribe needs a handler function");
     if (options.filters !== undefined && !isObject(options.filters)) throw invalid("filters must be an object");
+    const since = options.since;
+    if (since !== undefined && (!isObject(since) || !Number.isSafeInteger(since.offset) || since.offset < 0 || typeof since.epoch !== "string")) {
+      throw invalid("since must be { offset: a non-negative integer, epoch: a string }");
+    }
     let state = this.topics.get(topic);
     if (state && JSON.stringify(state.filters) !== JSON.stringify(options.filters)) {
       throw invalid(`topic ${topic} is already subscribed with other filters`);
     }
     if (!state) {
       state = new TopicState(topic, options.filters);
+      if (since) {
+        state.epoch = since.epoch;
+        state.lastOffset = since.offset;
+      }
       this.topics.set(topic, state);
     }
     const subscription = new Subscription<E>(topic, handler, this);
     state.subscriptions.add(subscription as unknown as Subscription<never>);
     if (state.phase === "idle" && this.state === "open") {
       this.sendSubscribe(state);
-    } else if (state.phase === "live" && state.epoch !== undefined) {
-      // Joining a topic already live: tell the newcomer where it stands.
-      const info = { topic, offset: state.lastOffset ?? 0, epoch: state.epoch, recovered: true };
-      setTimeout(() => subscription.notify("subscribed", info), 0);
+    } else if (state.phase === "live") {
+      this.welcome(state, subscription as unknown as Subscription<never>);
     }
     return subscription;
+  }
+
+  /**
+   * A second `subscribe()` of a topic already live: the newcomer gets the retained state
+   * (as a fresh subscribe would) and then the events after it, nothing older.
+   */
+  private welcome(state: TopicState, subscription: Subscription<never>): void {
+    subscription.holdDeliveries(true);
+    this.send(
+      { action: "request_status", topic: state.topic },
+      this.requestTimeoutMs,
+      (frame) => {
+        subscription.holdDeliveries(false);
+        if (isObject(frame.state) && isEvent(frame.state)) subscription.deliver({ ...frame.state, retained: true });
+        subscription.notify("subscribed", { topic: state.topic, ...positionOf(frame), recovered: true });
+      },
+      () => subscription.holdDeliveries(false),
+    );
   }
 
   /** @internal Called by `Subscription.unsubscribe()`. */
@@ -238,7 +272,9 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     state.subscriptions.delete(subscription);
     if (state.subscriptions.size > 0) return;
     this.topics.delete(state.topic);
-    if (this.state === "open") {
+    state.reset();
+    // The gateway's own subscriptions (user:<you>, global) stay: they feed the `event` stream.
+    if (this.state === "open" && !this.isAutomatic(state.topic)) {
       this.send({ action: "unsubscribe", topic: state.topic }, this.requestTimeoutMs, () => {}, () => {});
     }
   }
@@ -307,22 +343,41 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
   // ---- connection life --------------------------------------------------------------
 
   private async openSocket(): Promise<void> {
+    const generation = ++this.generation;
+    const current = () => generation === this.generation && this.state === "connecting";
+    // The whole attempt, token provider included, is bounded.
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      if (!current()) return;
+      if (this.socket) {
+        this.abandon(this.socket, "connect timeout");
+      } else {
+        this.generation += 1; // the provider's late answer is ignored
+        this.emit("error", new SignalboxError(ClientErrorCode.TokenProvider, `the token provider did not answer within ${this.connectTimeoutMs} ms`));
+        this.scheduleReconnect();
+      }
+    }, this.connectTimeoutMs);
     let token: string | undefined;
     try {
       token = await obtainToken(this.tokenSource);
     } catch (err) {
-      if (this.state !== "connecting") return;
+      if (!current()) return;
+      clearTimeout(this.connectTimer);
       this.emit("error", err instanceof SignalboxError ? err : new SignalboxError(ClientErrorCode.TokenProvider, String(err)));
       this.scheduleReconnect();
       return;
     }
-    if (this.state !== "connecting") return;
-    if (typeof this.tokenSource === "string") {
-      const expiresAt = tokenExpiresAt(token);
-      if (expiresAt !== undefined && expiresAt <= Date.now()) {
+    if (!current()) return;
+    const expiresAt = tokenExpiresAt(token);
+    if (expiresAt !== undefined && expiresAt <= Date.now()) {
+      clearTimeout(this.connectTimer);
+      if (typeof this.tokenSource === "string") {
         this.giveUp(new SignalboxError("AUTHENTICATION_ERROR", "the token has expired and no token provider was given"));
-        return;
+      } else {
+        this.emit("error", new SignalboxError(ClientErrorCode.TokenProvider, "the token provider returned an expired token"));
+        this.scheduleReconnect();
       }
+      return;
     }
     let socket: WebSocketLike;
     try {
@@ -348,9 +403,6 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     socket.onerror = () => {
       // A close event always follows; the reason is there.
     };
-    this.connectTimer = setTimeout(() => {
-      if (this.socket === socket && this.state === "connecting") this.abandon(socket, "connect timeout");
-    }, this.connectTimeoutMs);
   }
 
   /** Drops a socket that stopped answering without waiting for a close handshake that may never come. */
@@ -371,7 +423,9 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     if (socket) {
       socket.onmessage = null;
       socket.onclose = null;
-      socket.onerror = null;
+      // Not null: `ws` emits `error` when a socket still connecting is closed, and an
+      // `error` without a listener would crash the Node process.
+      socket.onerror = () => {};
       socket.onopen = null;
     }
     return socket;
@@ -382,11 +436,8 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     this.detachSocket();
     this.clearTimers();
     this.failPending(new SignalboxError(ClientErrorCode.Disconnected, `the connection closed (${code}${reason ? ` ${reason}` : ""}) before the reply`));
-    for (const topic of this.topics.values()) {
-      // Events held while resyncing are after the new position: a resume replays them.
-      topic.phase = "idle";
-      topic.held = [];
-    }
+    // Events held while resyncing are after the new position: a resume replays them.
+    for (const topic of this.topics.values()) topic.reset();
     if (this.state === "closed") return;
     let willReconnect = true;
     let finalError: SignalboxError | undefined;
@@ -469,7 +520,9 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     this.waiters.clear();
     this.emit("connected", { ...this.connection });
     if (this.state !== "open") return; // a listener closed the client
-    for (const topic of this.topics.values()) this.sendSubscribe(topic);
+    for (const topic of this.topics.values()) {
+      if (topic.phase === "idle") this.sendSubscribe(topic); // a `connected` listener may have subscribed already
+    }
     this.scheduleRefresh();
     this.scheduleHeartbeat();
   }
@@ -494,6 +547,7 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
         () => this.scheduleHeartbeat(),
         (error) => {
           if (error.code === ClientErrorCode.Timeout) this.abandon(socket, "no pong");
+          else if (error.code !== ClientErrorCode.Disconnected) this.scheduleHeartbeat(); // e.g. rate limited: still alive
         },
       );
     }, this.heartbeatMs);
@@ -505,18 +559,21 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     if (typeof this.tokenSource !== "function" || this.state !== "open") return;
     const expiresAt = tokenExpiresAt(this.token);
     if (expiresAt === undefined) return;
-    this.refreshTimer = setTimeout(() => {
-      this.refreshTimer = undefined;
-      this.refresh().catch((err: unknown) => {
-        const error = err instanceof SignalboxError ? err : new SignalboxError(ClientErrorCode.TokenProvider, String(err));
-        if (error.code === ClientErrorCode.Disconnected || error.code === ClientErrorCode.Closed) return;
-        this.emit("error", error);
-        // Try again while the old token lasts; a 4001 close gets a new token either way.
-        if (this.state === "open" && !this.refreshTimer && (tokenExpiresAt(this.token) ?? 0) > Date.now() + 1_000) {
-          this.refreshTimer = setTimeout(() => this.scheduleRefresh(), 1_000);
-        }
-      });
-    }, refreshDelay(expiresAt, Date.now()));
+    this.refreshTimer = setTimeout(() => this.runRefresh(), refreshDelay(expiresAt, Date.now()));
+  }
+
+  /** A scheduled refresh; on failure, tried again each second while the old token lasts. */
+  private runRefresh(): void {
+    this.refreshTimer = undefined;
+    this.refresh().catch((err: unknown) => {
+      const error = err instanceof SignalboxError ? err : new SignalboxError(ClientErrorCode.TokenProvider, String(err));
+      if (error.code === ClientErrorCode.Disconnected || error.code === ClientErrorCode.Closed) return;
+      this.emit("error", error);
+      // A 4001 close gets a new token either way.
+      if (this.state === "open" && !this.refreshTimer && (tokenExpiresAt(this.token) ?? 0) > Date.now() + 1_000) {
+        this.refreshTimer = setTimeout(() => this.runRefresh(), 1_000);
+      }
+    });
   }
 
   // ---- requests -----------------------------------------------------------------------
@@ -612,10 +669,10 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     const message: Frame = { action: "subscribe", topic: state.topic };
     if (since) message.since = since;
     if (state.filters !== undefined) message.filters = state.filters;
-    if (since && this.isAutomatic(state.topic)) {
+    if (this.isAutomatic(state.topic)) {
       // The gateway subscribed this connection to the topic itself when it opened, so a
-      // subscribe with `since` would be an idempotent re-subscribe that replays nothing.
-      // Dropping the automatic subscription first makes it a real resume.
+      // subscribe would be an idempotent re-subscribe that replays nothing and sends no
+      // retained state. Dropping the automatic subscription first makes it a real one.
       this.send({ action: "unsubscribe", topic: state.topic }, this.requestTimeoutMs, () => {}, () => {});
     }
     state.phase = "subscribing";
@@ -658,8 +715,12 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
   }
 
   private fetchResyncState(state: TopicState): void {
-    const finish = (retained: SignalboxEvent | null) => {
+    const finish = () => {
       if (this.topics.get(state.topic) !== state || state.phase !== "resyncing") return;
+      // The retained frame the gateway sent right after `subscribed` is the state at the
+      // new position; the status reply, queued after it, only marks that it has come.
+      const retained = state.pendingRetained;
+      state.pendingRetained = null;
       state.resyncOwed = false;
       state.phase = "live";
       const info = { topic: state.topic, state: retained, offset: state.lastOffset ?? 0, epoch: state.epoch ?? "" };
@@ -671,11 +732,11 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     this.send(
       { action: "request_status", topic: state.topic },
       this.requestTimeoutMs,
-      (frame) => finish(isObject(frame.state) && isEvent(frame.state) ? frame.state : null),
+      () => finish(),
       (error) => {
         if (error.code === ClientErrorCode.Disconnected) return; // owed: told after the reconnect
         this.emit("error", error);
-        finish(null);
+        finish();
       },
     );
   }
@@ -684,11 +745,20 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
     if (this.topics.get(state.topic) !== state) return;
     state.phase = "idle";
     if (error.code === ClientErrorCode.Disconnected) return; // resubscribed after the reconnect
-    const transient =
-      error.code === ClientErrorCode.Timeout || error.code === "BROKER_UNAVAILABLE" || error.code === "RATE_LIMIT_EXCEEDED" || error.code === "INTERNAL_ERROR";
+    if (error.code === ClientErrorCode.Timeout) {
+      // The gateway may still carry it out, and then a retry would be a re-subscribe that
+      // replays nothing: start over on a new connection instead.
+      this.emit("error", error);
+      if (this.socket) this.abandon(this.socket, "subscribe timed out");
+      return;
+    }
+    const transient = error.code === "BROKER_UNAVAILABLE" || error.code === "RATE_LIMIT_EXCEEDED" || error.code === "INTERNAL_ERROR";
     if (transient) {
+      // Refused: nothing was subscribed, so the same subscribe can be sent again.
       const delay = reconnectDelay(state.retries++, this.reconnectOptions);
-      setTimeout(() => {
+      clearTimeout(state.retryTimer);
+      state.retryTimer = setTimeout(() => {
+        state.retryTimer = undefined;
         if (this.topics.get(state.topic) === state && state.phase === "idle" && this.state === "open") this.sendSubscribe(state);
       }, delay);
       this.emit("error", error);
@@ -751,7 +821,9 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
         else entry.onReply(frame);
         return;
       }
-      if (frame.type === "error") return; // the answer to a request that already timed out
+      // The answer to a request that already timed out (events never carry a requestId).
+      if (frame.type !== "error") this.emit("message", frame);
+      return;
     }
     if (isEvent(frame)) {
       this.onEvent(frame);
@@ -784,7 +856,8 @@ export class Signalbox extends Emitter<SignalboxEvents> implements SubscriptionO
         this.deliver(state, event);
         return;
       case "resyncing":
-        if (event.retained !== true) state.held.push(event);
+        if (event.retained === true) state.pendingRetained = event;
+        else state.held.push(event);
         return;
       default:
         // Before the reply: what the resume replays, or what precedes the subscription.

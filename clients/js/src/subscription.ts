@@ -32,6 +32,7 @@ export class Subscription<E = SignalboxEvent> extends Emitter<SubscriptionEvents
   /** The topic. */
   readonly topic: string;
   private active = true;
+  private held = false;
 
   /** @internal Made by `Signalbox.subscribe`. */
   constructor(
@@ -62,7 +63,12 @@ export class Subscription<E = SignalboxEvent> extends Emitter<SubscriptionEvents
 
   /** @internal */
   deliver(event: SignalboxEvent): void {
-    if (this.active) callSafely(this.handler, event as unknown as E);
+    if (this.active && !this.held) callSafely(this.handler, event as unknown as E);
+  }
+
+  /** @internal While a newcomer waits for the topic's state, events are not passed on. */
+  holdDeliveries(held: boolean): void {
+    this.held = held;
   }
 
   /** @internal */
@@ -103,11 +109,24 @@ export class TopicState {
   duplicatesDropped = 0;
   /** Retries of a subscribe the broker could not serve yet (`BROKER_UNAVAILABLE`). */
   retries = 0;
+  /** The pending retry of such a subscribe. */
+  retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** While resyncing: the retained frame that followed `subscribed` (the state at the new position). */
+  pendingRetained: SignalboxEvent | null = null;
 
   constructor(
     readonly topic: string,
     readonly filters: Filters | undefined,
   ) {}
+
+  /** Back to `idle` (the connection ended, or the topic was dropped): nothing held, no retry pending. */
+  reset(): void {
+    this.phase = "idle";
+    this.held = [];
+    this.pendingRetained = null;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
 
   /** The `since` to resume with, when this topic has been subscribed before. */
   since(): { offset: number; epoch: string } | undefined {

@@ -128,6 +128,32 @@ describe("one gateway", () => {
     assert.ok(!topics.includes("job:shared"), `left: ${topics}`);
   });
 
+  test("a second subscribe of a live topic gets the retained state too, then live events", async (t) => {
+    const sb = client();
+    t.after(() => sb.close());
+    await gateway.publish("job:twice", { type: "stage_complete", stage: "test" }, true);
+    const first = [];
+    const one = sb.subscribe("job:twice", (e) => first.push(e));
+    await once(one, "subscribed");
+    const second = [];
+    const two = sb.subscribe("job:twice", (e) => second.push(e));
+    const info = await once(two, "subscribed");
+    assert.equal(info.offset, 1);
+    await gateway.publish("job:twice", { type: "progress_update", progress: 5 });
+    await until(() => first.length === 2 && second.length === 2, "both handlers");
+    assert.deepEqual(second.map((e) => [e.offset, e.retained === true]), [[1, true], [2, false]]);
+    assert.deepEqual(first.map((e) => [e.offset, e.retained === true]), [[1, true], [2, false]]);
+  });
+
+  test("close() while the socket is still connecting neither crashes nor leaves anything running", async () => {
+    for (let i = 0; i < 5; i += 1) {
+      const sb = client();
+      await new Promise((done) => setImmediate(done)); // the socket exists, still CONNECTING
+      sb.close();
+      assert.equal(sb.isConnected, false);
+    }
+  });
+
   test("requests resolve with their reply and reject with the gateway's code", async (t) => {
     const sb = client();
     t.after(() => sb.close());

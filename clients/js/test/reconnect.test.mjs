@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
 import { Signalbox } from "../dist/index.js";
-import { Gateway, assertComplete, mintToken, sleep, startRedisCluster, until } from "./harness.mjs";
+import { Gateway, assertComplete, mintToken, sleep, startRedisCluster, tempFile, until } from "./harness.mjs";
 
 const fast = { minDelayMs: 50, maxDelayMs: 500 };
 
@@ -26,8 +26,12 @@ describe("on a Redis Cluster", () => {
 
   before(async () => {
     cluster = await startRedisCluster(3);
-    nodeA = await new Gateway({ broker: cluster.url }).start();
-    nodeB = await new Gateway({ broker: cluster.url }).start();
+    // History long enough for everything published while a node restarts (a debug build
+    // on a loaded machine can take seconds), so a resume can always recover.
+    const config = tempFile("signalbox.toml", "[namespaces.job]\nhistory_size = 1000\n");
+    const env = { SIGNALBOX_CONFIG: config };
+    nodeA = await new Gateway({ broker: cluster.url, env }).start();
+    nodeB = await new Gateway({ broker: cluster.url, env }).start();
   });
 
   after(async () => {
@@ -59,7 +63,7 @@ describe("on a Redis Cluster", () => {
     await sleep(300);
     await nodeA.start();
     await publishing;
-    await until(() => seen.offsets.length >= total, `all ${total} events`, 30_000);
+    await until(() => seen.offsets.length >= total, () => `all ${total} events: ${JSON.stringify({ ...seen, offsets: seen.offsets.length, last: seen.offsets.at(-1) })}`, 30_000);
     await sleep(200); // a late duplicate would show up here
     assertComplete(assert, seen.offsets, total);
     assert.deepEqual(seen.disconnects, [1006, 1001]);
@@ -87,8 +91,8 @@ describe("on a Redis Cluster", () => {
   });
 
   test("a topic whose history cannot cover the gap gets resync with its retained state", async (t) => {
-    const topic = "job:lost";
-    const sb = new Signalbox({ url: nodeA.wsUrl, token: () => mintToken({ topics: ["job:*"] }), WebSocket, reconnect: fast });
+    const topic = "lost:1";
+    const sb = new Signalbox({ url: nodeA.wsUrl, token: () => mintToken({ topics: ["lost:*"] }), WebSocket, reconnect: fast });
     t.after(() => sb.close());
     const seen = watch(sb, topic);
     await until(() => seen.subscribed.length === 1, "the first subscribe");
