@@ -2,6 +2,7 @@
 //! and talks to it with real WebSocket and HTTP clients.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod admin;
 mod agents;
 mod api;
 mod apigw;
