@@ -58,7 +58,7 @@ pub async fn topics(State(admin): State<AdminState>, RawQuery(query): RawQuery) 
         .directory
         .list(&ConnectionFilter::default())
         .await
-        .map_err(|e| ApiError::Internal(format!("connection directory: {e}")))?;
+        .map_err(|e| crate::http_api::connections::directory_error(e, ""))?;
     let mut counts: HashMap<&str, u64> = HashMap::new();
     for connection in &connections {
         for topic in &connection.topics {
@@ -113,6 +113,47 @@ pub async fn sinks(State(admin): State<AdminState>) -> Json<Value> {
     Json(json!({ "sinks": stats.sinks, "outbox": stats.outbox }))
 }
 
+/// `GET /admin/api/connections?user=&topic=`: as the backend API's list, cluster-wide, with
+/// the node holding each connection.
+pub async fn connections(
+    State(admin): State<AdminState>,
+    crate::http_api::ApiQuery(query): crate::http_api::ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let topic = match query.topic.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => Some(Topic::parse(t).map_err(|e| ApiError::Validation(format!("invalid topic: {e}")))?),
+        None => None,
+    };
+    let filter = ConnectionFilter { user: query.user.filter(|u| !u.is_empty()), topic };
+    let limit = query.limit.unwrap_or(DEFAULT_CONNECTIONS);
+    if !(1..=MAX_CONNECTIONS).contains(&limit) {
+        return Err(ApiError::Validation(format!("`limit` must be 1 to {MAX_CONNECTIONS}")));
+    }
+    let list =
+        admin.app.directory.list(&filter).await.map_err(|e| crate::http_api::connections::directory_error(e, ""))?;
+    let connections: Vec<Value> = list.iter().take(limit).map(|c| describe(&admin, c)).collect();
+    Ok(Json(json!({ "connections": connections, "total": list.len() })))
+}
+
+/// Filters and bound of the connection list.
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    user: Option<String>,
+    topic: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Connections one search shows unless it asks for a `limit`.
+const DEFAULT_CONNECTIONS: usize = 200;
+/// Most connections one search shows.
+const MAX_CONNECTIONS: usize = 5_000;
+
+/// A connection as the dashboard shows it: the API's fields and its node.
+fn describe(admin: &AdminState, info: &crate::hub::ConnectionInfo) -> Value {
+    let mut body = crate::http_api::connections::describe(info);
+    body["node"] = json!(info.node.as_deref().unwrap_or(admin.admin.stats.node()));
+    body
+}
+
 /// `GET /admin/api/connections/{id}`: one connection, on any node.
 pub async fn connection(
     State(admin): State<AdminState>,
@@ -124,7 +165,7 @@ pub async fn connection(
         .get(&crate::domain::ConnectionId::from_external(&id))
         .await
         .map_err(|e| crate::http_api::connections::directory_error(e, &id))?;
-    let mut body = crate::http_api::connections::describe(&info);
+    let mut body = describe(&admin, &info);
     body["userAgent"] = json!(info.user_agent);
     let last_active = time::OffsetDateTime::from(info.last_active_at);
     body["lastActiveAt"] =

@@ -7,11 +7,19 @@ use axum::response::{IntoResponse, Response};
 
 /// Every file of `src/admin/assets/`, by name (a unit test checks the list is complete).
 const FILES: &[(&str, &[u8])] = &[
+    ("api.js", include_bytes!("assets/api.js")),
+    ("app.js", include_bytes!("assets/app.js")),
+    ("chart.js", include_bytes!("assets/chart.js")),
+    ("dom.js", include_bytes!("assets/dom.js")),
     ("index.html", include_bytes!("assets/index.html")),
     ("login.html", include_bytes!("assets/login.html")),
-    ("app.js", include_bytes!("assets/app.js")),
     ("login.js", include_bytes!("assets/login.js")),
-    ("chart.js", include_bytes!("assets/chart.js")),
+    ("page_connections.js", include_bytes!("assets/page_connections.js")),
+    ("page_nodes.js", include_bytes!("assets/page_nodes.js")),
+    ("page_overview.js", include_bytes!("assets/page_overview.js")),
+    ("page_publish.js", include_bytes!("assets/page_publish.js")),
+    ("page_sinks.js", include_bytes!("assets/page_sinks.js")),
+    ("page_topics.js", include_bytes!("assets/page_topics.js")),
     ("style.css", include_bytes!("assets/style.css")),
 ];
 

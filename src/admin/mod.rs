@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRef, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -92,20 +92,25 @@ pub fn router(admin: Arc<Admin>, app: AppState) -> Router {
         .route("/nodes", get(api::nodes))
         .route("/topics", get(api::topics))
         .route("/topics/{*topic}", get(api::topic))
-        .route("/connections", get(crate::http_api::connections::list))
+        .route("/connections", get(api::connections))
         .route("/connections/{id}", get(api::connection).delete(crate::http_api::connections::close))
         .route("/connections/{id}/send", post(crate::http_api::connections::send))
         .route("/publish", post(crate::http_api::publish::publish))
         .route("/sinks", get(api::sinks))
         .route("/stream", get(stream::stream))
+        .method_not_allowed_fallback(crate::http_api::method_not_allowed)
         .fallback(|| async { ApiError::NotFound("no such admin API route".into()) })
-        .layer(middleware::from_fn_with_state(state.clone(), require_session_for_api));
+        .layer(middleware::from_fn_with_state(state.clone(), require_session_for_api))
+        .layer(middleware::from_fn_with_state(state.app.clone(), crate::http_api::count_errors))
+        .layer(DefaultBodyLimit::max(state.app.config.limits.max_api_body_size));
     Router::new()
         .route("/admin", get(index))
         .route("/admin/", get(index))
         .route("/admin/login", get(login_page).post(login))
         .route("/admin/logout", post(logout))
         .route("/admin/assets/{name}", get(assets::asset))
+        // `nest` leaves out `/admin/api/` itself: it gets the API's answers too.
+        .route_service("/admin/api/", api.clone().with_state(state.clone()))
         .nest("/admin/api", api)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)

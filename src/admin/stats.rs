@@ -34,11 +34,11 @@ pub struct NodeStats {
     /// Seconds since it started.
     pub uptime_seconds: u64,
     /// Open connections (both protocols).
-    pub connections: f64,
+    pub connections: u64,
     /// Open Socket.IO connections.
-    pub socketio_connections: f64,
+    pub socketio_connections: u64,
     /// Subscriptions held.
-    pub subscriptions: f64,
+    pub subscriptions: u64,
     /// Events published per second.
     pub publishes_per_sec: f64,
     /// Event frames written per second.
@@ -52,7 +52,7 @@ pub struct NodeStats {
     /// Error frames and API errors per second, by code (codes seen in the interval).
     pub errors_per_sec: BTreeMap<String, f64>,
     /// Connections closed with 4008 since start.
-    pub slow_consumer_disconnects: f64,
+    pub slow_consumer_disconnects: u64,
     /// The broker as this node sees it.
     pub broker: BrokerStats,
     /// The sinks of routed messages.
@@ -93,7 +93,7 @@ pub struct SinkStats {
     /// The last error while down.
     pub error: Option<String>,
     /// Messages waiting for it in the outbox.
-    pub outbox: f64,
+    pub outbox: u64,
 }
 
 /// The outbox.
@@ -103,7 +103,7 @@ pub struct OutboxStats {
     /// Messages waiting.
     pub pending: u64,
     /// Messages given up on (in the dead-letter file) since start.
-    pub dead_letters: f64,
+    pub dead_letters: u64,
 }
 
 /// Where nodes leave their samples for each other (Redis, in a cluster).
@@ -205,30 +205,30 @@ impl StatsBoard {
                     }
                     .to_owned(),
                     error: if health == Health::Down { sink.last_error() } else { None },
-                    outbox: counters.sink_outbox.get(&sink.name).copied().unwrap_or(0.0),
+                    outbox: count(counters.sink_outbox.get(&sink.name).copied().unwrap_or(0.0)),
                 }
             })
             .collect();
         let outbox = state
             .dispatcher
             .outbox()
-            .map(|o| OutboxStats { pending: o.pending(), dead_letters: counters.dead_letters });
+            .map(|o| OutboxStats { pending: o.pending(), dead_letters: count(counters.dead_letters) });
         let wall = OffsetDateTime::now_utc();
         let stats = NodeStats {
             node: self.node.clone(),
             is_self: true,
             started_at: OffsetDateTime::from(self.started).format(&Rfc3339).unwrap_or_default(),
             uptime_seconds: self.started_instant.elapsed().as_secs(),
-            connections: counters.connections,
-            socketio_connections: counters.socketio_connections,
-            subscriptions: counters.subscriptions,
+            connections: count(counters.connections),
+            socketio_connections: count(counters.socketio_connections),
+            subscriptions: count(counters.subscriptions),
             publishes_per_sec: rate(counters.published, before.published),
             deliveries_per_sec: rate(counters.deliveries, before.deliveries),
             messages_per_sec: rate(counters.messages, before.messages),
             latency_p50_ms: p50,
             latency_p99_ms: p99,
             errors_per_sec,
-            slow_consumer_disconnects: counters.slow_consumers,
+            slow_consumer_disconnects: count(counters.slow_consumers),
             broker: BrokerStats {
                 kind: status.kind.to_owned(),
                 up: status.reachable,
@@ -272,14 +272,20 @@ impl StatsBoard {
     }
 }
 
+/// A gauge or counter read as a float, as the whole number it is.
+fn count(value: f64) -> u64 {
+    if value.is_finite() && value > 0.0 { value.round() as u64 } else { 0 }
+}
+
 /// Sums over nodes, for the overview cards.
 pub fn totals(nodes: &[NodeStats]) -> serde_json::Value {
     let sum = |f: fn(&NodeStats) -> f64| (nodes.iter().map(f).sum::<f64>() * 10.0).round() / 10.0;
+    let add = |f: fn(&NodeStats) -> u64| nodes.iter().map(f).sum::<u64>();
     serde_json::json!({
         "nodes": nodes.len(),
-        "connections": sum(|n| n.connections),
-        "socketioConnections": sum(|n| n.socketio_connections),
-        "subscriptions": sum(|n| n.subscriptions),
+        "connections": add(|n| n.connections),
+        "socketioConnections": add(|n| n.socketio_connections),
+        "subscriptions": add(|n| n.subscriptions),
         "publishesPerSec": sum(|n| n.publishes_per_sec),
         "deliveriesPerSec": sum(|n| n.deliveries_per_sec),
     })

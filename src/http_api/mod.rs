@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get, post};
 
-pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, method_not_allowed};
 
 use crate::state::AppState;
 
@@ -64,7 +64,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Counts the error codes of the answers (`signalbox_errors_total`).
+pub async fn count_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     if let Some(code) = response.extensions().get::<crate::domain::ErrorCode>() {
         state.metrics.error(*code);

@@ -50,6 +50,9 @@ pub struct ConnectionInfo {
     pub user_agent: String,
     /// When the client last sent anything (wall clock).
     pub last_active_at: SystemTime,
+    /// The cluster node that holds it, when another node's directory entry told it
+    /// (`None` for this node's own connections).
+    pub node: Option<String>,
 }
 
 impl ConnectionInfo {
@@ -63,6 +66,7 @@ impl ConnectionInfo {
             protocol: conn.wire().protocol().to_owned(),
             user_agent: conn.user_agent().to_owned(),
             last_active_at: conn.last_active_at(),
+            node: None,
         }
     }
 }

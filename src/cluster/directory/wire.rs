@@ -112,6 +112,7 @@ impl Entry {
             protocol: self.protocol,
             user_agent: self.user_agent,
             last_active_at: self.last_active_at.map_or(connected_at, |n| UNIX_EPOCH + Duration::from_nanos(n)),
+            node: Some(self.node),
         })
     }
 }
@@ -285,6 +286,7 @@ mod tests {
             protocol: "socketio".into(),
             user_agent: "Mozilla/5.0 (X11; Linux x86_64)".into(),
             last_active_at: UNIX_EPOCH + Duration::from_nanos(1_732_226_599_000_000_000),
+            node: Some("node_a".into()),
         };
         let entry = Entry::of_info("node_a", &info);
         let text = serde_json::to_string(&entry).unwrap();
