@@ -49,7 +49,7 @@ function tickLabel(v, step) {
 const defaultFormat = (v) => (Math.abs(v) >= 100 || Number.isInteger(v) ? String(Math.round(v)) : v.toFixed(2));
 
 /**
- * createChart({ title, format, emptyText, minTop }) → { el, update(series), destroy() }
+ * createChart({ title, format, emptyText, minTop }) → { el, update(series, emptyText?), destroy() }
  * series: [{ key, label, color?, dashed?, values: [number|null] (oldest first, ≤ MAX_POINTS) }]
  * `null` values leave a gap in the line.
  */
@@ -83,6 +83,7 @@ export function createChart({ title = '', format = defaultFormat, emptyText = 'N
   let scaleKey = '';
   let legendKey = '';
   let pending = null;
+  let pendingEmpty = emptyText;
   let last = -Infinity;
   let timer = 0;
 
@@ -182,14 +183,18 @@ export function createChart({ title = '', format = defaultFormat, emptyText = 'N
     last = performance.now();
     const series = pending;
     pending = null;
-    if (series) render(series);
+    if (series) {
+      if (empty.textContent !== pendingEmpty) empty.textContent = pendingEmpty;
+      render(series);
+    }
   }
 
   return {
     el: root,
     /** Schedules a redraw with these series; redraws at most once per second. */
-    update(series) {
+    update(series, emptyMessage = emptyText) {
       pending = series;
+      pendingEmpty = emptyMessage;
       if (timer) return;
       const wait = MIN_INTERVAL_MS - (performance.now() - last);
       if (wait <= 0) flush();
