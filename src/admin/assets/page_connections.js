@@ -71,7 +71,7 @@ export function mount(root, ctx) {
       });
       const filtered = filters.user.trim() || filters.topic.trim();
       fillBody(body, COLUMNS, trs, filtered ? 'No connection matches these filters.' : 'No client is connected.');
-      summary.textContent = list.length >= LIMIT ? `Showing the first ${LIMIT} connections; narrow the search.`
+      summary.textContent = list.length === 0 ? '' : list.length >= LIMIT ? `Showing the first ${LIMIT} connections; narrow the search.`
         : `${fmtInt(list.length)} connection${list.length === 1 ? '' : 's'}.`;
     } catch (err) {
       if (ctx.alive && err.name !== 'AbortError' && mine === seq) {

@@ -40,8 +40,9 @@ function mountList(root, ctx) {
         h('td', null, h('a', { href: topicHref(t.topic) }, h('code', null, t.topic))),
         h('td', { class: 'num' }, fmtInt(t.subscribers)))),
       q ? `No topic matches “${q}”.` : 'No topic has a subscriber right now.');
-      summary.textContent = topics.length >= 100 ? 'Showing the first 100 topics by subscribers; narrow the search.'
-        : `${topics.length} topic${topics.length === 1 ? '' : 's'}${q ? ` matching “${q}”` : ''}, by subscribers.`;
+      summary.textContent = topics.length === 0 ? ''
+        : topics.length >= 100 ? 'Showing the first 100 topics by subscribers; narrow the search.'
+          : `${topics.length} topic${topics.length === 1 ? '' : 's'}${q ? ` matching “${q}”` : ''}, most subscribers first.`;
     } catch (err) {
       if (ctx.alive && err.name !== 'AbortError' && mine === seq) {
         fillBody(body, COLUMNS, [], 'Could not load topics.');
