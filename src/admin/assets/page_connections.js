@@ -90,6 +90,8 @@ export function mount(root, ctx) {
     markSelected();
     const panel = details(conn);
     side.replaceChildren(panel.el);
+    // Below the table on narrow screens: bring the panel into view.
+    panel.el.scrollIntoView({ block: 'nearest' });
     // The list may be a few seconds old: fetch the connection as it is now.
     ctx.api.get(`connections/${ctx.api.seg(conn.connectionId)}`, ctx.signal)
       .then((fresh) => { if (ctx.alive && selectedId === conn.connectionId && fresh) panel.refresh(fresh); })
