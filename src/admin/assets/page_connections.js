@@ -8,7 +8,6 @@ const COLUMNS = [
   { label: 'Connection' }, { label: 'User' }, { label: 'Protocol' }, { label: 'Node' },
   { label: 'Topics' }, { label: 'Connected' }, { label: 'Remote address' },
 ];
-const filters = { user: '', topic: '' };
 
 const topicsSummary = (topics) => {
   const list = topics ?? [];
@@ -23,8 +22,8 @@ const since = (iso) => {
 };
 
 export function mount(root, ctx) {
-  const userInput = h('input', { type: 'search', id: 'conn-user', placeholder: 'User id', autocomplete: 'off', 'aria-label': 'User', value: filters.user });
-  const topicInput = h('input', { type: 'search', id: 'conn-topic', placeholder: 'Topic', autocomplete: 'off', 'aria-label': 'Topic', value: filters.topic });
+  const userInput = h('input', { type: 'search', id: 'conn-user', placeholder: 'User id', autocomplete: 'off', 'aria-label': 'User' });
+  const topicInput = h('input', { type: 'search', id: 'conn-topic', placeholder: 'Topic', autocomplete: 'off', 'aria-label': 'Topic' });
   const summary = h('p', { class: 'muted result-summary' });
   const error = h('div');
   const wrap = table(COLUMNS, [], 'Loading…', { id: 'conn-table' });
@@ -45,8 +44,7 @@ export function mount(root, ctx) {
   let seq = 0;
 
   async function search() {
-    filters.user = userInput.value;
-    filters.topic = topicInput.value;
+    const filters = { user: userInput.value, topic: topicInput.value };
     const mine = ++seq;
     try {
       const q = ctx.api.query({ user: filters.user.trim(), topic: filters.topic.trim(), limit: LIMIT });

@@ -2,12 +2,10 @@
 
 import { h, pageHeader, describeError, fmtOffset } from './dom.js';
 
-const saved = { topic: '', event: '', retain: false };
-
 export function mount(root, ctx) {
-  const topic = h('input', { type: 'text', id: 'pub-topic', placeholder: 'job:42', autocomplete: 'off', spellcheck: 'false', value: saved.topic });
-  const event = h('textarea', { id: 'pub-event', rows: 10, spellcheck: 'false', placeholder: '{"type": "job.progress", "data": {"percent": 50}}', value: saved.event });
-  const retain = h('input', { type: 'checkbox', id: 'pub-retain', checked: saved.retain });
+  const topic = h('input', { type: 'text', id: 'pub-topic', placeholder: 'job:42', autocomplete: 'off', spellcheck: 'false' });
+  const event = h('textarea', { id: 'pub-event', rows: 10, spellcheck: 'false', placeholder: '{"type": "job.progress", "data": {"percent": 50}}' });
+  const retain = h('input', { type: 'checkbox', id: 'pub-retain' });
   const send = h('button', { type: 'submit', id: 'pub-send', class: 'btn btn-primary' }, 'Publish');
   const result = h('div', { id: 'pub-result', class: 'result', role: 'status', 'aria-live': 'polite' });
 
@@ -18,10 +16,6 @@ export function mount(root, ctx) {
     h('div', { class: 'actions' }, send),
     result);
   root.append(pageHeader('Publish', h('p', { class: 'muted' }, 'Sends an event to every subscriber of the topic, on every node.')), form);
-
-  const remember = () => { saved.topic = topic.value; saved.event = event.value; saved.retain = retain.checked; };
-  form.addEventListener('input', remember);
-  form.addEventListener('change', remember);
 
   const show = (kind, ...children) => {
     result.className = `result result-${kind}`;

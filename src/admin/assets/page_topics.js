@@ -5,7 +5,6 @@
 import { h, table, fillBody, pageHeader, card, errorBox, emptyState, debounce, fmtInt, fmtOffset, fmtTime, json, prettyJson } from './dom.js';
 
 const MAX_TAIL = 500;
-let lastSearch = '';
 
 export function mount(root, ctx, topic) {
   return topic === null ? mountList(root, ctx) : mountTopic(root, ctx, topic);
@@ -15,7 +14,7 @@ const topicHref = (topic) => `#/topics/${encodeURIComponent(topic)}`;
 
 function mountList(root, ctx) {
   const COLUMNS = [{ label: 'Topic' }, { label: 'Subscribers', class: 'num' }];
-  const input = h('input', { type: 'search', id: 'topic-search', placeholder: 'Filter by substring, e.g. job:', autocomplete: 'off', 'aria-label': 'Search topics', value: lastSearch });
+  const input = h('input', { type: 'search', id: 'topic-search', placeholder: 'Filter by substring, e.g. job:', autocomplete: 'off', 'aria-label': 'Search topics' });
   const summary = h('p', { class: 'muted result-summary' });
   const error = h('div');
   const wrap = table(COLUMNS, [], 'Loading…', { id: 'topics-table' });
@@ -29,7 +28,6 @@ function mountList(root, ctx) {
   let seq = 0;
   async function search() {
     const q = input.value.trim();
-    lastSearch = input.value;
     const mine = ++seq;
     try {
       const data = await ctx.api.get(`topics${ctx.api.query({ search: q, limit: 100 })}`, ctx.signal);
