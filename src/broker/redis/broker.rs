@@ -54,8 +54,8 @@ pub(super) struct Watched {
     seq: Mutex<Sequencer>,
     /// A repair task runs for it.
     repairing: AtomicBool,
-    /// Unwatched: a late repair must not deliver any more.
-    removed: AtomicBool,
+    /// Unwatched: a late repair or presence reconcile must not deliver any more.
+    pub removed: AtomicBool,
     /// The other nodes' members announced to this node's subscribers (`join`/`leave`
     /// frames are sent under this lock, so a reconcile and a relay keep their order).
     pub announced: Mutex<Announced>,

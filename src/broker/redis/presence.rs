@@ -330,6 +330,10 @@ impl PresenceStore {
             }
         }
         let mut announced = watched.announced.lock();
+        if watched.removed.load(Ordering::Acquire) {
+            // Unwatched meanwhile: whoever subscribes now was told nothing of this record.
+            return Ok(());
+        }
         for change in announced.finish_reconcile(present) {
             let frame = presence_change(change.kind, topic, &change.user, &change.connection);
             shared.fanout.broadcast(topic, &frame);
