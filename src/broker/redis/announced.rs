@@ -13,7 +13,7 @@
 //! Until its first reconcile the set only knows the members whose `join` it relayed (not
 //! those already there when this node started watching), so a `leave` of a member it does
 //! not know is let through as before. It only decides: it never reads Redis or sends a
-//! frame (the presence store does, under the lock that holds this).
+//! frame ([`super::reconcile`] does, under the lock that holds this).
 
 use std::collections::{BTreeMap, HashMap};
 

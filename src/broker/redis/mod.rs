@@ -24,6 +24,7 @@ mod broker;
 pub mod conn;
 pub mod keys;
 mod presence;
+mod reconcile;
 pub mod script;
 mod sequencer;
 mod subscriber;

@@ -10,19 +10,14 @@
 //! watches, publishing the stored `leave` frame of each (a crashed node's subscribers
 //! leave within 4/3 of the TTL). Reads count only unexpired entries.
 //!
-//! Pub/sub is at most once: a frame published while a node was not subscribed (Redis came
-//! back and another node wrote a `leave`, or its sweep ran, before this node subscribed
-//! again) never reaches it. So after subscribing again a node reconciles: it reads the
-//! presence of each watched topic whose subscribers here hear joins and leaves, and
-//! announces the difference from what it had announced ([`super::announced`]); every
-//! relayed frame goes through the same record, so each change is announced once.
+//! Frames of other nodes reach this node's subscribers through [`super::reconcile`], which
+//! also announces what pub/sub missed while this node was not subscribed.
 //!
 //! Writes are queued from the hub's locks and sent by one task, never awaited by a
 //! subscriber. It must never touch two topics in one script (cluster slots).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
@@ -30,11 +25,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
-use super::announced::Announced;
-use super::broker::{Shared, Watched};
+use super::broker::Shared;
 use super::keys::TopicKeys;
+use super::reconcile::relay;
 use super::script::channel_payload;
-use crate::codec::{FrameText, PresenceChange, presence_change};
+use crate::codec::{PresenceChange, presence_change};
 use crate::domain::{Presence, PresenceMember, Topic};
 
 /// Entries rewritten per refresh script.
@@ -121,27 +116,6 @@ end
 return out
 ";
 
-/// Members: `KEYS` hash, expiry set; `ARGV` now ms. Connection and entry of each unexpired
-/// member, flat (an expired one is gone: its sweep is due, and its `leave` with it).
-const MEMBERS: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
-local out = {}
-for i = 1, #ids, 1000 do
-  local last = math.min(i + 999, #ids)
-  local chunk = redis.call('HMGET', KEYS[1], unpack(ids, i, last))
-  for j = 1, #chunk do
-    if chunk[j] then
-      out[#out + 1] = ids[i + j - 1]
-      out[#out + 1] = chunk[j]
-    end
-  end
-end
-return out
-";
-
-/// Topics reconciled at once after a reconnect (each is one read).
-const RECONCILE_CONCURRENCY: usize = 32;
-
 /// One queued write.
 enum Op {
     Join { topic: Topic, connection: String, entry: String, message: Option<String> },
@@ -150,35 +124,14 @@ enum Op {
 
 /// One entry as stored.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Entry {
+pub(super) struct Entry {
     /// The user.
-    u: String,
+    pub u: String,
     /// The node.
-    n: String,
+    pub n: String,
     /// The `leave` frame to publish if the entry expires; empty when the namespace does
     /// not announce.
-    l: String,
-}
-
-/// A relayed `join`/`leave` frame, as [`presence_change`] writes it.
-#[derive(serde::Deserialize)]
-struct ChangeFrame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(rename = "userId")]
-    user: String,
-    #[serde(rename = "connectionId")]
-    connection: String,
-}
-
-impl ChangeFrame {
-    fn kind(&self) -> Option<PresenceChange> {
-        match self.kind.as_str() {
-            "join" => Some(PresenceChange::Join),
-            "leave" => Some(PresenceChange::Leave),
-            _ => None,
-        }
-    }
+    pub l: String,
 }
 
 /// Presence writes and reads of this node.
@@ -193,7 +146,6 @@ pub(super) struct PresenceStore {
     refresh: redis::Script,
     sweep: redis::Script,
     read: redis::Script,
-    members: redis::Script,
 }
 
 impl PresenceStore {
@@ -210,7 +162,6 @@ impl PresenceStore {
             refresh: redis::Script::new(REFRESH),
             sweep: redis::Script::new(SWEEP),
             read: redis::Script::new(READ),
-            members: redis::Script::new(MEMBERS),
         }
     }
 
@@ -264,81 +215,16 @@ impl PresenceStore {
     }
 
     /// Whether `connection` is this node's subscriber of `topic`.
-    fn is_local(&self, topic: &Topic, connection: &str) -> bool {
+    pub(super) fn is_local(&self, topic: &Topic, connection: &str) -> bool {
         self.local.get(topic).is_some_and(|members| members.contains_key(connection))
     }
 
     /// Whether this node's subscribers of `topic` hear joins and leaves. One entry tells:
     /// every member of a topic is in its namespace, which announces or not.
-    fn announces(&self, topic: &Topic) -> bool {
+    pub(super) fn announces(&self, topic: &Topic) -> bool {
         self.local.get(topic).is_some_and(|members| {
             members.values().next().and_then(|e| serde_json::from_str::<Entry>(e).ok()).is_some_and(|e| !e.l.is_empty())
         })
-    }
-
-    /// Reconciles every watched topic (see [`PresenceStore::reconcile`]), once this node
-    /// subscribed again after losing its pub/sub connection. False when a read failed
-    /// (Redis is down again): the caller tries again later.
-    pub async fn reconcile_all(&self, shared: &Shared) -> bool {
-        use futures_util::StreamExt;
-        let topics: Vec<(Topic, Arc<Watched>)> =
-            shared.topics.iter().map(|e| (e.key().clone(), e.value().clone())).collect();
-        let failed = AtomicBool::new(false);
-        futures_util::stream::iter(topics)
-            .for_each_concurrent(RECONCILE_CONCURRENCY, |(topic, watched)| {
-                let failed = &failed;
-                async move {
-                    if let Err(e) = self.reconcile(shared, &topic, &watched).await {
-                        tracing::debug!(topic = %topic, error = %e, "reconciling presence failed; retrying");
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await;
-        !failed.load(Ordering::Relaxed)
-    }
-
-    /// Reads `topic`'s members (this node is subscribed to its channel: every later change
-    /// reaches it) and announces to this node's subscribers the `join`s and `leave`s of
-    /// other nodes' members they missed while it was not.
-    async fn reconcile(&self, shared: &Shared, topic: &Topic, watched: &Watched) -> Result<(), StoreError> {
-        if !self.announces(topic) {
-            // Nobody here hears joins and leaves: what was announced no longer matters,
-            // and whoever subscribes next starts from nothing announced.
-            *watched.announced.lock() = Announced::default();
-            return Ok(());
-        }
-        watched.announced.lock().begin_reconcile();
-        let keys = TopicKeys::new(topic);
-        let mut conn = shared.store.conn();
-        let mut read = self.members.key(&keys.presence);
-        read.key(&keys.presence_expiry).arg(now_ms());
-        let flat: Vec<String> = match read.invoke_async(&mut conn).await {
-            Ok(flat) => flat,
-            Err(e) => {
-                watched.announced.lock().abandon_reconcile();
-                return Err(e.into());
-            }
-        };
-        let mut present = HashMap::new();
-        let mut flat = flat.into_iter();
-        while let (Some(connection), Some(entry)) = (flat.next(), flat.next()) {
-            let Ok(entry) = serde_json::from_str::<Entry>(&entry) else { continue };
-            // This node's own members are the hub's to announce; silent ones never are.
-            if entry.n != shared.node_id && !entry.l.is_empty() {
-                present.insert(connection, entry.u);
-            }
-        }
-        let mut announced = watched.announced.lock();
-        if watched.removed.load(Ordering::Acquire) {
-            // Unwatched meanwhile: whoever subscribes now was told nothing of this record.
-            return Ok(());
-        }
-        for change in announced.finish_reconcile(present) {
-            let frame = presence_change(change.kind, topic, &change.user, &change.connection);
-            shared.fanout.broadcast(topic, &frame);
-        }
-        Ok(())
     }
 
     /// Sends queued writes, refreshes this node's entries and sweeps expired ones until
@@ -496,30 +382,7 @@ impl PresenceStore {
     }
 }
 
-/// Relays another node's `join`/`leave` frame to this node's subscribers of `topic`,
-/// unless a reconcile announced that change already.
-pub(super) fn relay(shared: &Shared, topic: &Topic, frame: &str) {
-    let text = FrameText::from(frame.to_owned());
-    let watched = shared.topics.get(topic).map(|w| w.value().clone());
-    let change = serde_json::from_str::<ChangeFrame>(frame).ok().and_then(|f| Some((f.kind()?, f)));
-    let (Some(watched), Some((kind, change))) = (watched, change) else {
-        shared.fanout.broadcast(topic, &text);
-        return;
-    };
-    // This node's own connection (its entry swept while the node was paused, and
-    // rewritten at its next refresh): the hub announces its joins and leaves, so it is
-    // never in the record and its frames pass as they always did.
-    if shared.presence.is_local(topic, &change.connection) {
-        shared.fanout.broadcast(topic, &text);
-        return;
-    }
-    let mut announced = watched.announced.lock();
-    if announced.relay(kind, &change.connection, &change.user) {
-        shared.fanout.broadcast(topic, &text);
-    }
-}
-
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
 

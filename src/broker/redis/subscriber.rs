@@ -131,7 +131,7 @@ async fn serve(
                             // Subscribed again: what was published meanwhile never came,
                             // events nor presence changes; both are read back now.
                             let (caught_up, reconciled) =
-                                tokio::join!(shared.catch_up_all(), shared.presence.reconcile_all(shared));
+                                tokio::join!(shared.catch_up_all(), super::reconcile::reconcile_all(shared));
                             if !(caught_up && reconciled) {
                                 sync = Some(true);
                                 retry_at = Instant::now() + backoff;
@@ -237,7 +237,7 @@ fn on_message(shared: &Arc<Shared>, channel: &str, payload: &str) {
         return; // this node delivered (or announced) it itself
     }
     if message.offset == 0 {
-        super::presence::relay(shared, &topic, message.frame);
+        super::reconcile::relay(shared, &topic, message.frame);
         return;
     }
     for (offset, frame) in message.frames() {
