@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::announced::Announced;
 use super::conn::Target;
 use super::keys::{TopicKeys, node_channel};
 use super::presence::PresenceStore;
@@ -53,8 +54,11 @@ pub(super) struct Watched {
     seq: Mutex<Sequencer>,
     /// A repair task runs for it.
     repairing: AtomicBool,
-    /// Unwatched: a late repair must not deliver any more.
-    removed: AtomicBool,
+    /// Unwatched: a late repair or presence reconcile must not deliver any more.
+    pub removed: AtomicBool,
+    /// The other nodes' members announced to this node's subscribers (`join`/`leave`
+    /// frames are sent under this lock, so a reconcile and a relay keep their order).
+    pub announced: Mutex<Announced>,
 }
 
 /// Counters and the last check, shown by `/ready` and `/metrics`.

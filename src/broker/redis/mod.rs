@@ -19,10 +19,12 @@
 //! counted; when meta goes, the topic comes back with a new epoch and offsets from 1, which
 //! is exactly what a resuming reader must be told (never old offsets reused silently).
 
+mod announced;
 mod broker;
 pub mod conn;
 pub mod keys;
 mod presence;
+mod reconcile;
 pub mod script;
 mod sequencer;
 mod subscriber;

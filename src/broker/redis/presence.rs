@@ -10,6 +10,9 @@
 //! watches, publishing the stored `leave` frame of each (a crashed node's subscribers
 //! leave within 4/3 of the TTL). Reads count only unexpired entries.
 //!
+//! Frames of other nodes reach this node's subscribers through [`super::reconcile`], which
+//! also announces what pub/sub missed while this node was not subscribed.
+//!
 //! Writes are queued from the hub's locks and sent by one task, never awaited by a
 //! subscriber. It must never touch two topics in one script (cluster slots).
 
@@ -24,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 use super::StoreError;
 use super::broker::Shared;
 use super::keys::TopicKeys;
+use super::reconcile::relay;
 use super::script::channel_payload;
-use crate::codec::{FrameText, PresenceChange, presence_change};
+use crate::codec::{PresenceChange, presence_change};
 use crate::domain::{Presence, PresenceMember, Topic};
 
 /// Entries rewritten per refresh script.
@@ -120,14 +124,14 @@ enum Op {
 
 /// One entry as stored.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Entry {
+pub(super) struct Entry {
     /// The user.
-    u: String,
+    pub u: String,
     /// The node.
-    n: String,
+    pub n: String,
     /// The `leave` frame to publish if the entry expires; empty when the namespace does
     /// not announce.
-    l: String,
+    pub l: String,
 }
 
 /// Presence writes and reads of this node.
@@ -208,6 +212,19 @@ impl PresenceStore {
         users.sort_unstable();
         users.dedup();
         Ok(Presence { users, connections })
+    }
+
+    /// Whether `connection` is this node's subscriber of `topic`.
+    pub(super) fn is_local(&self, topic: &Topic, connection: &str) -> bool {
+        self.local.get(topic).is_some_and(|members| members.contains_key(connection))
+    }
+
+    /// Whether this node's subscribers of `topic` hear joins and leaves. One entry tells:
+    /// every member of a topic is in its namespace, which announces or not.
+    pub(super) fn announces(&self, topic: &Topic) -> bool {
+        self.local.get(topic).is_some_and(|members| {
+            members.values().next().and_then(|e| serde_json::from_str::<Entry>(e).ok()).is_some_and(|e| !e.l.is_empty())
+        })
     }
 
     /// Sends queued writes, refreshes this node's entries and sweeps expired ones until
@@ -365,12 +382,7 @@ impl PresenceStore {
     }
 }
 
-/// Relays another node's `join`/`leave` frame to this node's subscribers of `topic`.
-pub(super) fn relay(shared: &Shared, topic: &Topic, frame: &str) {
-    shared.fanout.broadcast(topic, &FrameText::from(frame.to_owned()));
-}
-
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
 

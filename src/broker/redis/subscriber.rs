@@ -6,8 +6,9 @@
 //! of a kind in one SUBSCRIBE/UNSUBSCRIBE (a burst of first subscribers costs one round
 //! trip). When the connection is lost (a disconnection push), or goes silent (the node's
 //! probe, published to its own channel every [`PROBE_INTERVAL`], stops coming back), the
-//! task subscribes to everything again and catches every watched topic up from its
-//! stream. It must never block on a single topic's repair for longer than one read.
+//! task subscribes to everything again, catches every watched topic up from its stream
+//! and reconciles its presence (the `join`s and `leave`s published meanwhile never came).
+//! It must never block on a single topic's repair for longer than one read.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -122,13 +123,19 @@ async fn serve(
                 match conn.subscribe(&shared.channels()).await {
                     Ok(()) => {
                         if std::mem::take(&mut unreachable) {
-                            tracing::info!("Redis pub/sub is back; every watched topic is caught up from its stream");
+                            tracing::info!("Redis pub/sub is back; every watched topic is caught up from its stream and its presence reconciled");
                         }
                         backoff = BACKOFF_MIN;
                         shared.stats.unanswered_probes.store(0, Ordering::Relaxed);
-                        if sync.take() == Some(true) && !shared.catch_up_all().await {
-                            sync = Some(true);
-                            retry_at = Instant::now() + backoff;
+                        if sync.take() == Some(true) {
+                            // Subscribed again: what was published meanwhile never came,
+                            // events nor presence changes; both are read back now.
+                            let (caught_up, reconciled) =
+                                tokio::join!(shared.catch_up_all(), super::reconcile::reconcile_all(shared));
+                            if !(caught_up && reconciled) {
+                                sync = Some(true);
+                                retry_at = Instant::now() + backoff;
+                            }
                         }
                     }
                     Err(e) => {
@@ -230,7 +237,7 @@ fn on_message(shared: &Arc<Shared>, channel: &str, payload: &str) {
         return; // this node delivered (or announced) it itself
     }
     if message.offset == 0 {
-        super::presence::relay(shared, &topic, message.frame);
+        super::reconcile::relay(shared, &topic, message.frame);
         return;
     }
     for (offset, frame) in message.frames() {
