@@ -112,6 +112,18 @@ describe("on a Redis Cluster", () => {
   });
 });
 
+/** A `ws` WebSocket class that keeps every socket it opens, so a test can pause one. */
+function trackedWebSocket() {
+  const sockets = [];
+  class Tracked extends WebSocket {
+    constructor(url) {
+      super(url);
+      sockets.push(this);
+    }
+  }
+  return { sockets, Tracked };
+}
+
 /** The gateway's count of 4008 closes. */
 async function slowConsumerCuts(gateway) {
   const text = await (await fetch(`${gateway.httpUrl}/metrics`)).text();
@@ -130,13 +142,7 @@ describe("on one gateway", () => {
   after(() => gateway?.stop());
 
   test("a slow-consumer cut (4008) reconnects and resumes without loss", async (t) => {
-    const sockets = [];
-    class Tracked extends WebSocket {
-      constructor(url) {
-        super(url);
-        sockets.push(this);
-      }
-    }
+    const { sockets, Tracked } = trackedWebSocket();
     const topic = "job:slow";
     const sb = new Signalbox({ url: gateway.wsUrl, token: () => mintToken({ topics: ["job:*"] }), WebSocket: Tracked, reconnect: fast });
     t.after(() => sb.close());
@@ -163,13 +169,7 @@ describe("on one gateway", () => {
   });
 
   test("when every resume overflows the send queue again, topics are subscribed afresh with resync", async (t) => {
-    const sockets = [];
-    class Tracked extends WebSocket {
-      constructor(url) {
-        super(url);
-        sockets.push(this);
-      }
-    }
+    const { sockets, Tracked } = trackedWebSocket();
     const topic = "job:huge";
     const sb = new Signalbox({ url: gateway.wsUrl, token: () => mintToken({ topics: ["job:*"] }), WebSocket: Tracked, reconnect: fast });
     t.after(() => sb.close());

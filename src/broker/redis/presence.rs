@@ -102,15 +102,20 @@ end
 return frames
 ";
 
-/// Read: `KEYS` hash, expiry set; `ARGV` now ms. The entries of unexpired members.
-const READ: &str = r"
+/// Members: `KEYS` hash, expiry set; `ARGV` now ms. Connection id and entry of each
+/// unexpired member, flat (an expired one is gone: its sweep is due, and its `leave` with
+/// it). The presence answer and the reconcile after a reconnect both read this.
+pub(super) const MEMBERS: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
 local out = {}
 for i = 1, #ids, 1000 do
   local last = math.min(i + 999, #ids)
   local chunk = redis.call('HMGET', KEYS[1], unpack(ids, i, last))
-  for _, entry in ipairs(chunk) do
-    if entry then out[#out + 1] = entry end
+  for j = 1, #chunk do
+    if chunk[j] then
+      out[#out + 1] = ids[i + j - 1]
+      out[#out + 1] = chunk[j]
+    end
   end
 end
 return out
@@ -161,7 +166,7 @@ impl PresenceStore {
             leave: redis::Script::new(LEAVE),
             refresh: redis::Script::new(REFRESH),
             sweep: redis::Script::new(SWEEP),
-            read: redis::Script::new(READ),
+            read: redis::Script::new(MEMBERS),
         }
     }
 
@@ -204,10 +209,16 @@ impl PresenceStore {
     pub async fn read(&self, shared: &Shared, topic: &Topic) -> Result<Presence, StoreError> {
         let keys = TopicKeys::new(topic);
         let mut conn = shared.store.conn();
-        let entries: Vec<String> =
+        let members: Vec<String> =
             self.read.key(&keys.presence).key(&keys.presence_expiry).arg(now_ms()).invoke_async(&mut conn).await?;
-        let mut users: Vec<String> =
-            entries.iter().filter_map(|e| serde_json::from_str::<Entry>(e).ok()).map(|e| e.u).collect();
+        // Connection id, entry, connection id, entry…: the entries are the odd ones.
+        let mut users: Vec<String> = members
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .filter_map(|e| serde_json::from_str::<Entry>(e).ok())
+            .map(|e| e.u)
+            .collect();
         let connections = users.len();
         users.sort_unstable();
         users.dedup();

@@ -25,26 +25,8 @@ use super::presence::{Entry, now_ms};
 use crate::codec::{FrameText, PresenceChange, presence_change};
 use crate::domain::Topic;
 
-/// Members: `KEYS` hash, expiry set; `ARGV` now ms. Connection and entry of each unexpired
-/// member, flat (an expired one is gone: its sweep is due, and its `leave` with it).
-const MEMBERS: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
-local out = {}
-for i = 1, #ids, 1000 do
-  local last = math.min(i + 999, #ids)
-  local chunk = redis.call('HMGET', KEYS[1], unpack(ids, i, last))
-  for j = 1, #chunk do
-    if chunk[j] then
-      out[#out + 1] = ids[i + j - 1]
-      out[#out + 1] = chunk[j]
-    end
-  end
-end
-return out
-";
-
-/// [`MEMBERS`], its hash computed once.
-static MEMBERS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(MEMBERS));
+/// [`super::presence::MEMBERS`], its hash computed once.
+static MEMBERS_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(super::presence::MEMBERS));
 
 /// Topics reconciled at once after a reconnect (each is one read).
 const RECONCILE_CONCURRENCY: usize = 32;
