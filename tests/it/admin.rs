@@ -853,3 +853,52 @@ async fn topic_search_without_redis_is_503_broker_unavailable_like_the_connectio
     let topics = session.get("/admin/api/topics").await;
     assert_eq!((topics.status, topics.body["error"]["code"].clone()), (503, connections.body["error"]["code"].clone()));
 }
+
+#[tokio::test]
+async fn bad_input_to_the_login_and_the_api_is_a_clear_refusal_and_the_server_stays_up() {
+    let gw = admin_gateway(|_| {}).await;
+    let session = Dashboard::logged_in(&gw).await;
+    // Malformed, hostile or oversized login bodies: back to the form, never a session.
+    let long = "p".repeat(200_000);
+    for (content_type, body) in [
+        ("application/x-www-form-urlencoded", "password=%zz%"),
+        ("application/x-www-form-urlencoded", "nopassword"),
+        ("application/json", r#"{"password":"dashboard"}"#),
+        ("text/plain", "\u{0}\u{1}garbage"),
+        ("application/x-www-form-urlencoded", long.as_str()),
+    ] {
+        let request = session
+            .with_cookie("")
+            .request(reqwest::Method::POST, "/admin/login")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.to_owned());
+        let answer = Dashboard::send(request).await;
+        assert_eq!(answer.status, 303, "{content_type}: {:?}", answer.body);
+        assert!(answer.headers.get(header::SET_COOKIE).is_none(), "{content_type}: no session");
+    }
+    // Bad parameters: 400 with the SPEC code and a message naming the parameter.
+    for path in [
+        "/admin/api/stream?tail=bad%20topic!",
+        "/admin/api/connections?limit=0",
+        "/admin/api/connections?limit=x",
+        "/admin/api/connections?topic=bad%20topic!",
+        "/admin/api/topics?limit=100000",
+    ] {
+        let answer = session.get(path).await;
+        assert_eq!(answer.status, 400, "{path}: {:?}", answer.body);
+        assert_eq!(answer.body["error"]["code"], "VALIDATION_ERROR", "{path}: {:?}", answer.body);
+        assert!(answer.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}");
+    }
+    let not_json = session.post_json("/admin/api/publish", json!("just a string")).await;
+    assert_eq!(not_json.status, 400, "{:?}", not_json.body);
+    let broken = Dashboard::send(
+        session
+            .request(reqwest::Method::POST, "/admin/api/publish")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body("{\"topic\":"),
+    )
+    .await;
+    assert_eq!((broken.status, broken.body["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")));
+    // The server is unaffected.
+    assert_eq!(session.get("/admin/api/overview").await.status, 200);
+}
