@@ -182,7 +182,8 @@ impl Gateway {
         state.mark_started();
         let server = {
             let (stop, limits, metrics) = (stop_accepting.clone(), state.config.http.clone(), state.metrics.clone());
-            tokio::spawn(crate::listener::serve(listener, router, limits, metrics, stop))
+            let http = crate::http_api::HttpService::new(router, state.clone());
+            tokio::spawn(crate::listener::serve(listener, http, limits, metrics, stop))
         };
         let upkeep = {
             let (metrics, stop) = (state.metrics.clone(), state.shutdown.clone());

@@ -108,15 +108,49 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(request.headers()) {
-            return Err(ApiError::Validation("the body must be JSON with Content-Type: application/json".into()));
-        }
-        let limit = <AppState as axum::extract::FromRef<S>>::from_ref(state).config.limits.max_api_body_size;
-        let body = Bytes::from_request(request, state).await.map_err(|e| body_error(&e, limit))?;
-        serde_json::from_slice(&body).map(Self).map_err(|e| {
-            ApiError::Validation(if e.is_data() { format!("invalid body: {e}") } else { describe_json_error(&e) })
-        })
+        let ApiBody(body) = ApiBody::from_request(request, state).await?;
+        parse_json(&body).map(Self)
     }
+}
+
+/// A JSON request body's bytes, not yet parsed, with the checks of [`ApiJson`]: for
+/// handlers that read the body their own way (`POST /api/publish`).
+#[derive(Debug)]
+pub struct ApiBody(pub Bytes);
+
+impl<S> FromRequest<S> for ApiBody
+where
+    S: Send + Sync,
+    AppState: axum::extract::FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        require_json(request.headers())?;
+        let limit = <AppState as axum::extract::FromRef<S>>::from_ref(state).config.limits.max_api_body_size;
+        Bytes::from_request(request, state).await.map(Self).map_err(|e| body_error(&e, limit))
+    }
+}
+
+/// Parses a JSON body with the same rules and messages as client frames.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::Validation(if e.is_data() { format!("invalid body: {e}") } else { describe_json_error(&e) })
+    })
+}
+
+/// Refuses a body that does not say it is JSON.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_json(headers) {
+        Ok(())
+    } else {
+        Err(ApiError::Validation("the body must be JSON with Content-Type: application/json".into()))
+    }
+}
+
+/// The refusal of a body over `limits.max_api_body_size`.
+pub(crate) fn body_too_large(limit: usize) -> ApiError {
+    ApiError::TooLarge(format!("the request body is larger than {limit} bytes (limits.max_api_body_size)"))
 }
 
 /// Whether the request says its body is JSON: `application/json` or `application/*+json`,
@@ -131,7 +165,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::TooLarge(format!("the request body is larger than {limit} bytes (limits.max_api_body_size)"))
+        body_too_large(limit)
     } else {
         ApiError::Validation(format!("the request body could not be read: {}", rejection.body_text()))
     }

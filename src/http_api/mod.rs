@@ -10,6 +10,7 @@ pub(crate) mod connections;
 mod error;
 mod ops;
 pub(crate) mod publish;
+mod service;
 mod topics;
 
 use axum::Router;
@@ -18,7 +19,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{any, get, post};
 
-pub use error::{ApiError, ApiJson, ApiPath, ApiQuery, method_not_allowed};
+pub use error::{ApiBody, ApiError, ApiJson, ApiPath, ApiQuery, method_not_allowed};
+pub use service::HttpService;
 
 use crate::state::AppState;
 
@@ -74,15 +76,6 @@ pub async fn count_errors(State(state): State<AppState>, request: Request, next:
 }
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
-    if !state.config.dev {
-        let presented = crate::ws::upgrade::bearer(request.headers());
-        match presented {
-            None => return Err(ApiError::Unauthenticated("missing Authorization: Bearer <api key>".into())),
-            Some(key) if !state.api_keys.verify(key) => {
-                return Err(ApiError::Unauthenticated("invalid API key".into()));
-            }
-            Some(_) => {}
-        }
-    }
+    service::check_api_key(&state, request.headers())?;
     Ok(next.run(request).await)
 }

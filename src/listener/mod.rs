@@ -9,7 +9,7 @@
 //! evicted). It survives the file-descriptor limit: it backs off, evicts an idle pending
 //! connection, and hands a reserved descriptor to one priority connection that may reach
 //! only `/health`, `/ready` and `/metrics`. Once a connection upgrades, this module lets go
-//! of it: WebSockets are `ws`'s. It must never route requests (that is the axum router's
+//! of it: WebSockets are `ws`'s. It must never route requests (that is `http_api`'s
 //! job) nor look inside a WebSocket.
 
 mod clock;
@@ -25,8 +25,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
-use axum::Router;
-use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,7 +36,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_service::Service;
 
 pub use clock::Phase;
 use clock::{Clock, WatchedStream};
@@ -46,6 +43,7 @@ pub use pending::{PendingConnections, PendingRefusal};
 use spare::{AcceptFailure, Backoff, SpareDescriptor, Throttled};
 
 use crate::config::HttpConfig;
+use crate::http_api::HttpService;
 use crate::metrics::Metrics;
 
 /// Paths a priority connection (one accepted on the reserved descriptor at the file
@@ -55,12 +53,12 @@ const PRIORITY_PATHS: &[&str] = &["/health", "/ready", "/metrics"];
 /// How long a priority connection may take in all: it holds the last free descriptor.
 const PRIORITY_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Accepts connections on `listener` and serves `router` on them until `stop` is
+/// Accepts connections on `listener` and serves `http` on them until `stop` is
 /// cancelled; then stops accepting, asks every pending connection to finish its request
 /// and close, and returns once they have (the caller bounds the wait).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    http: HttpService,
     limits: HttpConfig,
     metrics: Metrics,
     stop: CancellationToken,
@@ -71,7 +69,7 @@ pub async fn serve(
             limits.max_pending_connections_per_ip,
             metrics.clone(),
         ),
-        router,
+        http,
         limits,
         metrics,
         stop,
@@ -88,7 +86,7 @@ pub async fn serve(
 /// Everything the accept loop and the connection tasks share.
 struct Edge {
     pending: Arc<PendingConnections>,
-    router: Router,
+    http: HttpService,
     limits: HttpConfig,
     metrics: Metrics,
     stop: CancellationToken,
@@ -248,7 +246,7 @@ impl Edge {
         (clock.since() + length, reason)
     }
 
-    /// The router, as hyper calls it: the peer address as `ConnectInfo`, the clock moved
+    /// The HTTP service, as hyper calls it: the peer address as `ConnectInfo`, the clock moved
     /// through the request's life, and on the priority lane only the ops routes.
     fn service(
         &self,
@@ -257,21 +255,14 @@ impl Edge {
         lane: Lane,
     ) -> impl hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send> + use<>
     {
-        let router = self.router.clone();
+        let http = self.http.clone();
         hyper::service::service_fn(move |mut request: Request<Incoming>| {
             clock.request_started();
             request.extensions_mut().insert(ConnectInfo(remote));
             let allowed = lane == Lane::Normal || PRIORITY_PATHS.contains(&request.uri().path());
-            let (mut router, clock) = (router.clone(), clock.clone());
+            let (http, clock) = (http.clone(), clock.clone());
             async move {
-                let response = if allowed {
-                    match router.call(request.map(Body::new)).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    }
-                } else {
-                    at_file_limit()
-                };
+                let response = if allowed { http.call(request).await } else { at_file_limit() };
                 clock.request_answered();
                 Ok(response)
             }

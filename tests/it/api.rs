@@ -74,6 +74,55 @@ async fn publish_validation_errors_are_400_json() {
     assert_eq!((status, r["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
 }
 
+/// `POST /api/publish` is answered before the router (http_api::service): the same
+/// checks in the same order, the same messages, and its refusals still counted.
+#[tokio::test]
+async fn the_direct_publish_path_answers_and_counts_like_the_route() {
+    let gw = TestGateway::spawn_with(|c| c.auth.api_keys = vec!["key-direct-123".into()]).await;
+    let api = gw.http().with_key("key-direct-123");
+    let expect = [
+        (r#"[1,2]"#, "body must be a JSON object"),
+        (r#"{"topic":null,"topics":["job:a"],"event":{"type":"t"}}"#, "give either `topic` or `topics`, not both"),
+        (r#"{"topics":null,"event":{"type":"t"}}"#, "`topics` must be an array of strings"),
+        (r#"{"topic":"job:a","event":{"type":"t"},"retain":"yes"}"#, "`retain` must be a boolean"),
+        (r#"{"topic":"job:a"}"#, "missing field `event`"),
+    ];
+    for (body, message) in expect {
+        let (status, r) = api.post_raw("/api/publish", body).await;
+        assert_eq!((status, r["error"]["message"].as_str()), (400, Some(message)), "{body}");
+    }
+    // A field named twice: the last wins, as everywhere a body is read as JSON.
+    let (status, r) = api.post_raw("/api/publish", r#"{"topic":"job:x","topic":"job:y","event":{"type":"t"}}"#).await;
+    assert_eq!((status, r["topic"].as_str(), r["results"][0]["topic"].as_str()), (200, Some("job:y"), Some("job:y")));
+    // Whitespace before the object, a query string: still the publish.
+    let (status, r) = api.post_raw("/api/publish?x=1", " \n {\"topic\":\"job:x\",\"event\":{\"type\":\"t\"}}").await;
+    assert_eq!((status, r["offset"].as_u64()), (200, Some(1)), "{r}");
+    // Not JSON by its content type; then no key at all (checked first, as on the route).
+    let url = format!("http://{}/api/publish", gw.addr);
+    let answer = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth("key-direct-123")
+        .header("content-type", "text/plain")
+        .body(r#"{"topic":"job:a","event":{"type":"t"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "the body must be JSON with Content-Type: application/json");
+    let (status, r) = gw.http().without_key().post_raw("/api/publish", "{not json").await;
+    assert_eq!((status, r["error"]["code"].as_str()), (401, Some("AUTHENTICATION_ERROR")));
+    // Other methods still reach the router: 405 with `Allow`.
+    let answer = reqwest::Client::new().get(&url).bearer_auth("key-direct-123").send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 405);
+    assert_eq!(answer.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    let (_, metrics) = gw.http().get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    // Five bodies and the content type above, then the 405.
+    assert_eq!(metric(&metrics, r#"signalbox_errors_total{code="VALIDATION_ERROR"}"#), 7.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"signalbox_errors_total{code="AUTHENTICATION_ERROR"}"#), 1.0, "{metrics}");
+}
+
 #[tokio::test]
 async fn topic_info_and_connection_listing() {
     let gw = TestGateway::spawn().await;
