@@ -453,6 +453,9 @@ async fn websocket(mut stream: TcpStream, mut buf: Vec<u8>, topics: &'static Top
             }
         }
         buf.drain(..used);
+        if buf.is_empty() {
+            buf = Vec::new(); // an idle connection holds no read buffer
+        }
         if let Err(e) = flush(&mut stream, &peer, &mut spare).await {
             break Err(e);
         }
@@ -460,11 +463,15 @@ async fn websocket(mut stream: TcpStream, mut buf: Vec<u8>, topics: &'static Top
             break stream.shutdown().await;
         }
         tokio::select! {
-            read = fill(&mut stream, &mut buf) => match read {
-                Ok(true) => {}
-                Ok(false) => break Ok(()),
-                Err(e) => break Err(e),
-            },
+            ready = stream.readable() => {
+                buf.reserve(1024);
+                match ready.and_then(|()| stream.try_read_buf(&mut buf)) {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => break Err(e),
+                }
+            }
             () = &mut notified => notified.set(peer.notify.notified()),
         }
     };
