@@ -463,7 +463,9 @@ async fn websocket(mut stream: TcpStream, mut buf: Vec<u8>, topics: &'static Top
             break stream.shutdown().await;
         }
         tokio::select! {
-            ready = stream.readable() => {
+            // poll_read_ready uses the stream's one reader waker: nothing to undo when the
+            // other branch wins, as there is with `readable()`.
+            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 buf.reserve(1024);
                 match ready.and_then(|()| stream.try_read_buf(&mut buf)) {
                     Ok(0) => break Ok(()),
