@@ -7,6 +7,11 @@ by its ratio to Signalbox's, `(×r)` = peer ÷ Signalbox: above 1 the peer uses 
 (memory, CPU, time) or does more (deliveries/s, publishes/s). Loss and duplicates are the
 worst run, not the median: one lossy run is worth seeing.
 
+When both Signalbox and `floor` (bench/peers/floor, the least a server can do for the
+same protocol subset) ran a scenario, a line under its table gives Signalbox ÷ floor for
+latency, CPU and memory, with the targets (latency p99 ≤ 1.2× the floor, fanout CPU per
+delivery ≤ 1.3× the floor).
+
     python3 bench/peers/summarize.py [--results results/peers] [SCENARIO...]
 
 Standard library only.
@@ -23,7 +28,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 REFERENCE = "signalbox"
-SERVER_ORDER = ["signalbox", "node-ws", "python-socketio", "signalbox-cluster", "socketio-redis"]
+FLOOR = "floor"
+SERVER_ORDER = ["signalbox", "floor", "node-ws", "python-socketio", "signalbox-cluster", "socketio-redis"]
 SCENARIO_ORDER = ["idle", "fanout", "many", "latency", "scale"]
 
 Report = dict
@@ -79,6 +85,31 @@ METRICS: dict[str, list[Metric]] = {
     "latency": [P50, P99, CPU_PER_DELIVERY, DELIVERIES, LOST, DUPLICATES],
     "scale": [CONNECTED, RSS_PER_CONN, CPU_PER_DELIVERY, P50, P99, LOST, DUPLICATES],
 }
+
+
+# Signalbox ÷ floor is given for these figures (those of the scenario's table), with a
+# target for some: (scenario, header) -> the highest ratio that meets it.
+FLOOR_FIGURES = [P50, P99, CPU_PER_DELIVERY, CPU_PER_PUBLISH, RSS_PER_CONN]
+FLOOR_TARGETS = {("latency", P99.header): 1.2, ("fanout", CPU_PER_DELIVERY.header): 1.3}
+
+
+def floor_line(scenario: str, by_server: dict[str, list[Report]]) -> Optional[str]:
+    """`signalbox ÷ floor: …` for the scenario, or None without both servers."""
+    if REFERENCE not in by_server or FLOOR not in by_server:
+        return None
+    parts = []
+    for metric in FLOOR_FIGURES:
+        if metric not in METRICS.get(scenario, []):
+            continue
+        ours, floor = aggregate(metric, by_server[REFERENCE]), aggregate(metric, by_server[FLOOR])
+        if ours is None or not floor:
+            parts.append(f"{metric.header} ×n/a")
+            continue
+        ratio = ours / floor
+        target = FLOOR_TARGETS.get((scenario, metric.header))
+        verdict = "" if target is None else f" (target ≤ {target:g}: {'met' if ratio <= target else 'MISSED'})"
+        parts.append(f"{metric.header} ×{ratio:.2f}{verdict}")
+    return f"**{REFERENCE} ÷ {FLOOR}:** " + "; ".join(parts) if parts else None
 
 
 def load(results: Path) -> dict[str, dict[str, list[Report]]]:
@@ -169,6 +200,9 @@ def table(scenario: str, by_server: dict[str, list[Report]]) -> str:
         notes.append(f"- no {REFERENCE} runs: no ratios")
     if notes:
         lines += ["", *notes]
+    versus_floor = floor_line(scenario, by_server)
+    if versus_floor:
+        lines += ["", versus_floor]
     return "\n".join(lines)
 
 
