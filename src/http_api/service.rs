@@ -9,8 +9,11 @@
 //! other method or path itself, and never judge a publish differently from the route
 //! (both call `publish::publish_body`).
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -37,11 +40,13 @@ impl HttpService {
         Self { router, state }
     }
 
-    /// Answers one request.
-    pub async fn call(&self, request: Request<Incoming>) -> Response {
+    /// Answers one request from `remote`.
+    pub async fn call(&self, mut request: Request<Incoming>, remote: SocketAddr) -> Response {
         if request.method() == Method::POST && request.uri().path() == PUBLISH_PATH {
             return publish_directly(&self.state, request).await;
         }
+        // Only the router's handlers read the peer address (`ConnectInfo`).
+        request.extensions_mut().insert(ConnectInfo(remote));
         match self.router.clone().call(request.map(Body::new)).await {
             Ok(response) => response,
             Err(never) => match never {},
