@@ -5,7 +5,6 @@
 //! topic search and details, the connection calls across nodes, the live SSE stream, and
 //! a node's sinks.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,25 +15,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::servers::free_port;
 use crate::servers::redis::Redis;
-use crate::support::{Client, TestGateway, test_config};
+use crate::support::{Client, TestGateway, test_config, until};
 
 /// The dashboard's password in these tests (at least 12 characters).
 const PASSWORD: &str = "admin-password-0123";
 /// The policy every admin answer carries.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
-async fn until<T, F: Future<Output = Option<T>>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn admin_gateway(adjust: impl FnOnce(&mut signalbox::Config)) -> TestGateway {
     TestGateway::spawn_with(|c| {

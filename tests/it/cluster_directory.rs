@@ -4,7 +4,6 @@
 //! connections disappear after the directory's TTL (short here, through
 //! `DirectoryOptions` on a bare node); 20 000 connections on one node list from another.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,19 +18,7 @@ use signalbox::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
 
 use crate::servers::redis::{Redis, RedisCluster};
-use crate::support::{Api, TestGateway};
-
-/// Polls `check` every 10 ms until it returns `Some`, for at most `limit`.
-async fn until<T, F: Future<Output = Option<T>>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+use crate::support::{Api, TestGateway, until};
 
 /// The connection ids `GET /api/connections{query}` lists.
 async fn listed(api: &Api, query: &str) -> Vec<String> {

@@ -1,7 +1,8 @@
 //! Test harness: a real gateway on 127.0.0.1:0 and real WebSocket / HTTP clients.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -296,4 +297,17 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, for at most `limit`; fails naming
+/// `what` otherwise.
+pub async fn until<T, F: Future<Output = Option<T>>>(limit: Duration, what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
