@@ -218,12 +218,29 @@ def browser():
 
 
 def wait(driver, condition, what: str, timeout: float = 20):
+    """Polls `condition` until it is truthy. The pages redraw lists as data arrives, so an
+    element found in one poll may be gone in the next: a stale element means "poll again"."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: condition(d)
+        )
     except Exception as error:  # noqa: BLE001 - add what we waited for
         raise AssertionError(f"timed out waiting for {what}") from error
+
+
+def click_first(driver, selector: str):
+    """Clicks the first element matching `selector` once there is one (None until then),
+    for `wait`: a click on an element redrawn meanwhile raises stale and is retried."""
+    from selenium.webdriver.common.by import By
+
+    elements = driver.find_elements(By.CSS_SELECTOR, selector)
+    if not elements:
+        return None
+    elements[0].click()
+    return elements[0]
 
 
 def text_of(driver, element_id: str) -> str:
@@ -286,12 +303,11 @@ def test_dashboard_against_a_two_node_cluster(cluster, browser):
     user = wait(browser, lambda d: d.find_elements(By.ID, "conn-user"), "the connection search")[0]
     user.send_keys("bob\n")
     bob_id = clients.ids["bob"]
-    row = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'.conn-row[data-id="{bob_id}"]'), "bob's row")[0]
-    row.click()
+    wait(browser, lambda d: click_first(d, f'.conn-row[data-id="{bob_id}"]'), "bob's row")
     wait(browser, lambda d: bob_id in text_of(d, "conn-details"), "bob's details")
     browser.save_screenshot(str(SHOTS / "connections.png"))
     browser.find_element(By.ID, "conn-disconnect").click()
-    wait(browser, lambda d: d.find_elements(By.ID, "conn-disconnect-confirm"), "the confirm button")[0].click()
+    wait(browser, lambda d: click_first(d, "#conn-disconnect-confirm"), "the confirm button")
     deadline = time.time() + 10
     while clients.closed.get(bob_id) is None:
         assert time.time() < deadline, "bob's client was not closed"

@@ -32,7 +32,7 @@ export function mount(root, ctx) {
     h('p', { class: 'empty-title' }, 'No connection selected'), h('p', { class: 'muted' }, 'Click a row to see its details, send it an event or disconnect it.')));
   root.append(
     pageHeader('Connections'),
-    h('form', { class: 'toolbar', role: 'search', onsubmit: (e) => { e.preventDefault(); search(); } },
+    h('form', { class: 'toolbar', role: 'search', onsubmit: (e) => { e.preventDefault(); later.cancel(); search(); } },
       h('label', { class: 'inline-label' }, 'User ', userInput),
       h('label', { class: 'inline-label' }, 'Topic ', topicInput),
       h('button', { type: 'submit', class: 'btn', id: 'conn-search' }, 'Search')),
@@ -218,6 +218,8 @@ export function mount(root, ctx) {
       h('p', { class: 'muted' }, 'Click a row to see its details, send it an event or disconnect it.')));
   }
 
+  // Typing searches after a pause; Enter searches at once and cancels the pending search,
+  // which would otherwise redraw the rows a moment later, under the user's pointer.
   const later = debounce(search, 300);
   userInput.addEventListener('input', later);
   topicInput.addEventListener('input', later);

@@ -21,7 +21,7 @@ function mountList(root, ctx) {
   const body = wrap.querySelector('tbody');
   root.append(
     pageHeader('Topics'),
-    h('form', { class: 'toolbar', role: 'search', onsubmit: (e) => { e.preventDefault(); search(); } },
+    h('form', { class: 'toolbar', role: 'search', onsubmit: (e) => { e.preventDefault(); later.cancel(); search(); } },
       input, h('button', { type: 'submit', class: 'btn' }, 'Search')),
     error, h('div', { class: 'card' }, summary, wrap));
 
@@ -48,6 +48,7 @@ function mountList(root, ctx) {
       }
     }
   }
+  // Enter searches at once and cancels the pending search (see page_connections.js).
   const later = debounce(search, 250);
   input.addEventListener('input', later);
   ctx.onDispose(later.cancel);
