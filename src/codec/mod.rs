@@ -11,9 +11,7 @@
 pub mod reply;
 pub mod socketio;
 
-use serde_json::Value;
-
-use crate::domain::{Event, StreamPosition, Topic, now_rfc3339};
+use crate::domain::{Event, StreamPosition, Topic, write_now_rfc3339};
 
 /// Text of one frame, shared by every subscriber it goes to (a reference-counted buffer:
 /// cloning it does not allocate). This is the type the socket writer takes as is, so a
@@ -27,7 +25,7 @@ pub fn encode_delivery(event: &Event, topic: &Topic, position: &StreamPosition) 
     let fields = event.fields();
     let mut out = Vec::with_capacity(128 + 2 * fields.len() * 16);
     write_delivery_head(&mut out, topic);
-    out.extend_from_slice(position.offset.to_string().as_bytes());
+    let _ = serde_json::to_writer(&mut out, &position.offset);
     write_delivery_tail(&mut out, event);
     // The frame may live on in history: give back the capacity guessed above.
     out.shrink_to_fit();
@@ -65,7 +63,7 @@ fn write_delivery_head(out: &mut Vec<u8>, topic: &Topic) {
     out.push(b'{');
     // Serializing a `&str` into a Vec cannot fail; the fallbacks here and below are
     // unreachable in practice and would only produce a still-valid, shorter frame.
-    let _ = write_field(out, "topic", &Value::from(topic.as_str()));
+    let _ = write_field(out, "topic", topic.as_str());
     out.extend_from_slice(b",\"offset\":");
 }
 
@@ -73,8 +71,9 @@ fn write_delivery_head(out: &mut Vec<u8>, topic: &Topic) {
 fn write_delivery_tail(out: &mut Vec<u8>, event: &Event) {
     let fields = event.fields();
     if !fields.contains_key("timestamp") {
-        out.push(b',');
-        let _ = write_field(out, "timestamp", &Value::from(now_rfc3339()));
+        out.extend_from_slice(b",\"timestamp\":\"");
+        write_now_rfc3339(out);
+        out.push(b'"');
     }
     for (key, value) in fields {
         if key == "topic" || key == "offset" {
@@ -118,7 +117,7 @@ pub fn mark_retained(frame: &FrameText) -> FrameText {
     FrameText::from(out)
 }
 
-fn write_field(out: &mut Vec<u8>, key: &str, value: &Value) -> serde_json::Result<()> {
+fn write_field(out: &mut Vec<u8>, key: &str, value: &(impl serde::Serialize + ?Sized)) -> serde_json::Result<()> {
     serde_json::to_writer(&mut *out, key)?;
     out.push(b':');
     serde_json::to_writer(&mut *out, value)
@@ -128,7 +127,7 @@ fn write_field(out: &mut Vec<u8>, key: &str, value: &Value) -> serde_json::Resul
 mod tests {
     use super::*;
     use crate::domain::Epoch;
-    use serde_json::json;
+    use serde_json::{Value, json};
     use time::OffsetDateTime;
     use time::format_description::well_known::Rfc3339;
 

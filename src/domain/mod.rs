@@ -17,7 +17,7 @@ mod topic;
 
 pub use actions::BUILT_IN_ACTIONS;
 pub use error_code::ErrorCode;
-pub use event::{Event, EventError, now_rfc3339};
+pub use event::{Event, EventError, now_rfc3339, write_now_rfc3339};
 pub use filter::{Filter, FilterError};
 pub use ids::{ConnectionId, UserId, unique_id, unix_millis};
 pub use log_id::{LOG_ID_MAX_BYTES, LogId};
