@@ -293,7 +293,9 @@ def test_dashboard_against_a_two_node_cluster(cluster, browser):
     browser.save_screenshot(str(SHOTS / "topics.png"))
     browser.get(f"{a.http}/admin#/topics/job%3Ademo")
     wait(browser, lambda d: d.find_elements(By.ID, "topic-tail"), "the topic page")
-    time.sleep(1.5)  # the tail starts at the topic's position when the stream opens
+    # The page reopens the stream with ?tail= (the status reads "connecting" from then on);
+    # the tail starts at the topic's position when that stream is accepted, i.e. "live".
+    wait(browser, lambda d: text_of(d, "stream-status") == "live", "the tail's stream")
     b.publish("job:demo", {"type": "stage_complete", "stage": "from-node-b"})
     wait(browser, lambda d: any("from-node-b" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".tail-event")), "the live event")
     browser.save_screenshot(str(SHOTS / "topic.png"))
